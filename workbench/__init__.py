@@ -1,0 +1,61 @@
+"""NeoX Workbench: interpretability and evaluation for GPT-NeoX-family language models.
+
+    import workbench
+    model = workbench.load("demo")            # or a directory, or "EleutherAI/pythia-160m"
+    model.generate("In the beginning", max_new_tokens=20)
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .config import GPTNeoXConfig
+from .hub import demo_path
+from .kv_cache import KVCache
+from .model import (
+    GPTNeoXForCausalLM,
+    GPTNeoXForQuestionAnswering,
+    GPTNeoXForSequenceClassification,
+    GPTNeoXForTokenClassification,
+    GPTNeoXModel,
+)
+from .tokenizer import Tokenizer
+
+__version__ = "0.1.0"
+__all__ = [
+    "GPTNeoXConfig", "GPTNeoXModel", "GPTNeoXForCausalLM", "GPTNeoXForSequenceClassification",
+    "GPTNeoXForTokenClassification", "GPTNeoXForQuestionAnswering", "KVCache", "Tokenizer", "load", "demo_path",
+]
+
+
+def load(
+    name_or_path: str | os.PathLike = "demo",
+    revision: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+    attn_implementation: str | None = None,
+    device_map: str | dict | None = None,
+    **dispatch_kwargs,
+) -> GPTNeoXForCausalLM:
+    """Load a causal LM with its tokenizer attached (`model.tokenizer`), in eval mode.
+
+    Args:
+        name_or_path: `"demo"` (the embedded model), a checkpoint directory, or a hub id such as
+            `"EleutherAI/pythia-160m"` (with `revision="step3000"` for a training checkpoint).
+        dtype: "float32", "bfloat16", "float16", a torch.dtype, or None/"auto" for the checkpoint's dtype.
+        device: where the weights go ("cpu", "cuda", ...).
+        attn_implementation: "sdpa" (default), "eager" or "flash_attention_2".
+        device_map: "auto" or an accelerate device map, to spread a model too big for one device over
+            GPUs, CPU and disk (`offload_folder=...`, `max_memory=...` go to accelerate).
+    """
+    model = GPTNeoXForCausalLM.from_pretrained(
+        name_or_path, revision=revision, dtype=dtype, device=None if device_map else device,
+        attn_implementation=attn_implementation,
+    )
+    if device_map is not None:
+        from .big_model import dispatch
+
+        model = dispatch(model, device_map=device_map, **dispatch_kwargs)
+    return model

@@ -1,0 +1,140 @@
+"""Attention backends over `q, k, v` `[batch, head, pos, head_size]`, with a causal mask aligned bottom-right.
+
+- `eager`: materialises scores and probabilities (softmax in fp32); the only backend that can return them.
+- `sdpa`: torch's `scaled_dot_product_attention`.
+- `flash_attention_2`: the `flash_attn` package on CUDA in fp16/bf16; padded batches are unpadded first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class AttentionMask:
+    """Which keys each query may attend to.
+
+    Attributes:
+        padding: `[batch, key]` bool, True for real tokens; None when nothing is padded.
+        full: `[batch, 1, query, key]` bool, causal and padding together; None when plain causal
+            (bottom-right aligned) says it all, which lets sdpa/flash use their causal kernels.
+        query_len, key_len: lengths of the call (keys include cached positions).
+    """
+
+    padding: torch.Tensor | None
+    full: torch.Tensor | None
+    query_len: int
+    key_len: int
+
+    @classmethod
+    def build(cls, padding: torch.Tensor | None, query_len: int, key_len: int, device: torch.device) -> "AttentionMask":
+        """Combine the key padding mask with causality.
+
+        Args:
+            padding: `[batch, key_len]` 0/1 or bool attention mask, or None.
+        """
+        if padding is not None:
+            padding = padding.to(device=device, dtype=torch.bool)
+            if bool(padding.all()):
+                padding = None
+        plain_causal = query_len == key_len or query_len == 1
+        if padding is None and plain_causal:
+            return cls(None, None, query_len, key_len)
+        full = causal_mask(query_len, key_len, device)[None, None]  # [1, 1, q, k]
+        if padding is not None:
+            full = full & padding[:, None, None, :]
+            # A query that may see no key at all (a left-pad position) would give NaN; let it see every key
+            # instead, as transformers' additive mask effectively does. Its output is padding anyway.
+            full = full | ~full.any(dim=-1, keepdim=True)
+        return cls(padding, full, query_len, key_len)
+
+    def dense(self, device: torch.device) -> torch.Tensor:
+        """The mask as an explicit bool tensor `[batch or 1, 1, query, key]`."""
+        if self.full is not None:
+            return self.full
+        return causal_mask(self.query_len, self.key_len, device)[None, None]
+
+
+def causal_mask(query_len: int, key_len: int, device: torch.device) -> torch.Tensor:
+    """`[query, key]` bool: query i (the last `query_len` positions) sees keys up to its own position."""
+    return torch.ones(query_len, key_len, dtype=torch.bool, device=device).tril(key_len - query_len)
+
+
+def attention_scores(q: torch.Tensor, k: torch.Tensor, mask: AttentionMask, scale: float) -> torch.Tensor:
+    """Scaled scores `[batch, head, query, key]`, masked positions -inf; fp32 for low-precision inputs."""
+    if q.dtype in (torch.float16, torch.bfloat16):  # fp16 q.k can overflow before scaling
+        q, k = q.float(), k.float()
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
+    return scores.masked_fill(~mask.dense(q.device), float("-inf"))
+
+
+def attention_probs(scores: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Softmax over keys in fp32, returned in `dtype`."""
+    return F.softmax(scores, dim=-1, dtype=torch.float32).to(dtype)
+
+
+def sdpa_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask, scale: float, dropout: float
+) -> torch.Tensor:
+    """torch's fused attention; returns `[batch, head, query, head_size]`."""
+    if mask.full is None:
+        causal = mask.query_len > 1
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal, scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.full, dropout_p=dropout, scale=scale)
+
+
+def flash_attention_unavailable(device: torch.device | None, dtype: torch.dtype | None) -> str | None:
+    """Why flash_attention_2 can't run here (None if it can). Device/dtype None: check the package only."""
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return "the flash_attn package is not installed (pip install 'neox-workbench[gpu]')"
+    if device is not None and device.type != "cuda":
+        return f"flash_attention_2 runs on CUDA devices only, the model is on {device.type}"
+    if dtype is not None and dtype not in (torch.float16, torch.bfloat16):
+        return f"flash_attention_2 needs float16 or bfloat16, the model is in {dtype}"
+    return None
+
+
+def require_flash_attention(device: torch.device | None, dtype: torch.dtype | None) -> None:
+    reason = flash_attention_unavailable(device, dtype)
+    if reason:
+        raise ValueError(f"attn_implementation='flash_attention_2' can't be used: {reason}. Use 'sdpa' instead.")
+
+
+def flash_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask, scale: float, dropout: float
+) -> torch.Tensor:
+    """flash-attn 2 (causal, bottom-right aligned); padded rows are packed with the varlen kernel."""
+    require_flash_attention(q.device, q.dtype)
+    from flash_attn import flash_attn_func, flash_attn_varlen_func
+
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # flash wants [batch, pos, head, head_size]
+    if mask.padding is None:
+        out = flash_attn_func(q, k, v, dropout_p=dropout, softmax_scale=scale, causal=True)
+        return out.transpose(1, 2)
+    batch, q_len, heads, size = q.shape
+    key_keep = mask.padding  # [batch, key]
+    query_keep = key_keep[:, -q_len:]
+    q_idx = query_keep.flatten().nonzero().squeeze(-1)
+    k_idx = key_keep.flatten().nonzero().squeeze(-1)
+    cu_q = F.pad(query_keep.sum(-1).cumsum(0, dtype=torch.int32), (1, 0))
+    cu_k = F.pad(key_keep.sum(-1).cumsum(0, dtype=torch.int32), (1, 0))
+    packed = flash_attn_varlen_func(
+        q.reshape(-1, heads, size)[q_idx],
+        k.reshape(-1, heads, size)[k_idx],
+        v.reshape(-1, heads, size)[k_idx],
+        cu_seqlens_q=cu_q,
+        cu_seqlens_k=cu_k,
+        max_seqlen_q=int(query_keep.sum(-1).max()),
+        max_seqlen_k=int(key_keep.sum(-1).max()),
+        dropout_p=dropout,
+        softmax_scale=scale,
+        causal=True,
+    )
+    out = q.new_zeros(batch * q_len, heads, size)
+    out[q_idx] = packed
+    return out.view(batch, q_len, heads, size).transpose(1, 2)

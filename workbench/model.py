@@ -1,0 +1,610 @@
+"""GPT-NeoX: the base model and its causal-LM, sequence/token classification and question-answering heads.
+
+Numerically the same as transformers' GPT-NeoX, with its module paths (so checkpoints load as they are) and a
+`HookPoint` at every activation (named as in TransformerLens: `blocks.L.attn.hook_pattern` ...).
+Shapes: b batch, p position, h head, dh head size, d hidden size, m MLP size, v vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import (
+    AttentionMask,
+    attention_probs,
+    attention_scores,
+    flash_attention,
+    require_flash_attention,
+    sdpa_attention,
+)
+from .config import GPTNeoXConfig
+from .hooks import HookPoint, name_hook_points
+from .kv_cache import KVCache
+from .rotary import apply_rotary, rotary_tables
+
+ACT_FNS = {
+    "gelu": F.gelu,
+    "gelu_new": lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0)))),
+    "gelu_fast": lambda x: 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x))),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+# ---- outputs ----------------------------------------------------------------------------------------
+class ModelOutput:
+    """Named outputs; `to_tuple()` (what `return_dict=False` returns) drops the fields that are None."""
+
+    def to_tuple(self) -> tuple:
+        return tuple(getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None)
+
+    def __getitem__(self, key: int | str | slice) -> Any:
+        return getattr(self, key) if isinstance(key, str) else self.to_tuple()[key]
+
+
+@dataclass
+class BaseModelOutputWithPast(ModelOutput):
+    last_hidden_state: torch.Tensor  # [b, p, d]
+    past_key_values: KVCache | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # input of each layer, then the final normed output
+    attentions: tuple[torch.Tensor, ...] | None = None  # per layer [b, h, q, k]
+
+
+@dataclass
+class CausalLMOutputWithPast(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # [b, p, v]
+    past_key_values: KVCache | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class SequenceClassifierOutputWithPast(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # [b, num_labels]
+    past_key_values: KVCache | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class TokenClassifierOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # [b, p, num_labels]
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class QuestionAnsweringModelOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    start_logits: torch.Tensor | None = None  # [b, p]
+    end_logits: torch.Tensor | None = None  # [b, p]
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+# ---- building blocks ------------------------------------------------------------------------------
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm whose scale and output are hook points; the fused kernel runs unless they are hooked."""
+
+    def __init__(self, size: int, eps: float) -> None:
+        super().__init__(size, eps=eps)
+        self.hook_scale = HookPoint()  # [b, p, 1]
+        self.hook_normalized = HookPoint()  # [b, p, d]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.hook_scale.is_active() or self.hook_normalized.is_active()):
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        centred = x.float() - x.float().mean(-1, keepdim=True)
+        scale = self.hook_scale((centred.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        normalized = (centred / scale).to(x.dtype) * self.weight + self.bias
+        return self.hook_normalized(normalized)
+
+
+class GPTNeoXAttention(nn.Module):
+    """Multi-head self-attention with partial rotary embeddings and a fused qkv projection."""
+
+    def __init__(self, config: GPTNeoXConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.config, self.layer_idx = config, layer_idx
+        self.num_heads, self.head_size = config.num_attention_heads, config.head_size
+        self.scale = self.head_size**-0.5
+        self.query_key_value = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.attention_bias)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
+        for name in ("q", "k", "v", "rot_q", "rot_k", "attn_scores", "pattern", "z", "result"):
+            setattr(self, f"hook_{name}", HookPoint())
+
+    def needs_probs(self, output_attentions: bool, head_mask: torch.Tensor | None) -> bool:
+        """Probabilities are materialised only where asked for: fused kernels elsewhere."""
+        return (
+            output_attentions
+            or head_mask is not None
+            or self.config.attn_implementation == "eager"
+            or self.hook_pattern.is_active()
+            or self.hook_attn_scores.is_active()
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+        mask: AttentionMask,
+        cache: KVCache | None = None,
+        head_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Args: x `[b, p, d]` (normed), rotary `(cos, sin)` `[b, p, 1, rotary_ndims]`, head_mask `[h]`.
+
+        Returns: attention output `[b, p, d]` and the probabilities `[b, h, q, k]` if they were computed.
+        """
+        b, p, d = x.shape
+        qkv = self.query_key_value(x).view(b, p, self.num_heads, 3 * self.head_size)
+        q, k, v = qkv.chunk(3, dim=-1)  # each [b, p, h, dh]; heads interleave q|k|v in the checkpoint
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
+        q = self.hook_rot_q(apply_rotary(q, *rotary))
+        k = self.hook_rot_k(apply_rotary(k, *rotary))
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [b, h, p, dh]
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)
+        dropout = self.config.attention_dropout if self.training else 0.0
+
+        probs = None
+        if self.needs_probs(output_attentions, head_mask):
+            scores = self.hook_attn_scores(attention_scores(q, k, mask, self.scale))
+            probs = self.hook_pattern(attention_probs(scores, q.dtype))
+            weights = F.dropout(probs, dropout, self.training)
+            if head_mask is not None:
+                weights = weights * head_mask.to(weights.dtype).view(1, -1, 1, 1)
+            z = torch.matmul(weights, v)
+        elif self.config.attn_implementation == "flash_attention_2":
+            z = flash_attention(q, k, v, mask, self.scale, dropout)
+        else:
+            z = sdpa_attention(q, k, v, mask, self.scale, dropout)
+        z = self.hook_z(z.transpose(1, 2))  # [b, p, h, dh]
+
+        if self.hook_result.is_active():  # per-head outputs, only when someone asks
+            w_out = self.dense.weight.view(d, self.num_heads, self.head_size)
+            result = self.hook_result(torch.einsum("bphe,dhe->bphd", z, w_out))  # [b, p, h, d]
+            out = result.sum(dim=2)
+            return (out + self.dense.bias if self.dense.bias is not None else out), probs
+        return self.dense(z.reshape(b, p, d)), probs
+
+
+class GPTNeoXMLP(nn.Module):
+    def __init__(self, config: GPTNeoXConfig) -> None:
+        super().__init__()
+        self.dense_h_to_4h = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.dense_4h_to_h = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.act = ACT_FNS[config.hidden_act]
+        self.hook_pre = HookPoint()  # [b, p, m] before the activation
+        self.hook_post = HookPoint()  # [b, p, m] after it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.hook_pre(self.dense_h_to_4h(x))
+        return self.dense_4h_to_h(self.hook_post(self.act(pre)))
+
+
+class GPTNeoXLayer(nn.Module):
+    """One block: attention and MLP side by side (parallel residual, Pythia/NeoX-20B) or one after the other."""
+
+    def __init__(self, config: GPTNeoXConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.use_parallel_residual = config.use_parallel_residual
+        self.input_layernorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.post_attention_layernorm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.post_attention_dropout = nn.Dropout(config.hidden_dropout)
+        self.post_mlp_dropout = nn.Dropout(config.hidden_dropout)
+        self.attention = GPTNeoXAttention(config, layer_idx)
+        self.mlp = GPTNeoXMLP(config)
+        self.hook_resid_pre = HookPoint()
+        self.hook_attn_out = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        if not config.use_parallel_residual:
+            self.hook_resid_mid = HookPoint()  # exists only where there is a mid-block residual
+        self.hook_resid_post = HookPoint()
+
+    def forward(self, x: torch.Tensor, rotary, mask, cache=None, head_mask=None, output_attentions=False):
+        """x `[b, p, d]` -> (`[b, p, d]`, attention probabilities or None)."""
+        x = self.hook_resid_pre(x)
+        attn_out, probs = self.attention(self.input_layernorm(x), rotary, mask, cache, head_mask, output_attentions)
+        attn_out = self.hook_attn_out(self.post_attention_dropout(attn_out))
+        if self.use_parallel_residual:
+            mlp_out = self.hook_mlp_out(self.post_mlp_dropout(self.mlp(self.post_attention_layernorm(x))))
+            out = mlp_out + attn_out + x
+        else:
+            mid = self.hook_resid_mid(attn_out + x)
+            mlp_out = self.hook_mlp_out(self.post_mlp_dropout(self.mlp(self.post_attention_layernorm(mid))))
+            out = mlp_out + mid
+        return self.hook_resid_post(out), probs
+
+
+# ---- models ---------------------------------------------------------------------------------------
+from .hooks import HookedModelMixin  # noqa: E402  (the hook API builds on the modules above)
+
+
+class GPTNeoXPreTrainedModel(HookedModelMixin, nn.Module):
+    """Shared by all GPT-NeoX classes: config, weight init, checkpoint I/O and the hook API."""
+
+    base_model_prefix = "gpt_neox"
+    head_modules: tuple[str, ...] = ()  # created fresh when loading a checkpoint of another head
+
+    def __init__(self, config: GPTNeoXConfig) -> None:
+        super().__init__()
+        if not isinstance(config, GPTNeoXConfig):
+            raise TypeError(f"config must be a GPTNeoXConfig, got {type(config).__name__}")
+        if config.attn_implementation == "flash_attention_2":
+            require_flash_attention(None, None)
+        self.config = config
+        self.tokenizer = None
+
+    def post_init(self) -> None:
+        """Initialise weights as transformers does (the base model initialises itself), tie, name hooks."""
+        for name, child in self.named_children():
+            if name != self.base_model_prefix:
+                child.apply(self._init_weights)
+        self.tie_weights()
+        self.hook_dict: dict[str, HookPoint] = name_hook_points(self)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def tie_weights(self) -> None:
+        """Share the unembedding with the embedding when `tie_word_embeddings`."""
+        if self.config.tie_word_embeddings and hasattr(self, "embed_out"):
+            self.embed_out.weight = self.base_model.embed_in.weight
+
+    @property
+    def base_model(self) -> "GPTNeoXModel":
+        return getattr(self, self.base_model_prefix, self)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+    def set_attn_implementation(self, name: str) -> None:
+        """Switch the attention backend ("eager", "sdpa", "flash_attention_2") in place."""
+        if name not in ("eager", "sdpa", "flash_attention_2"):
+            raise ValueError(f"attn_implementation {name!r} is not one of 'eager', 'sdpa', 'flash_attention_2'")
+        if name == "flash_attention_2":
+            require_flash_attention(self.device, self.dtype)
+        self.config.attn_implementation = name
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        revision: str | None = None,
+        dtype: torch.dtype | str | None = None,
+        device: torch.device | str | None = None,
+        attn_implementation: str | None = None,
+        config: GPTNeoXConfig | None = None,
+    ):
+        """Load a checkpoint: a directory, `"demo"`, or a hub id (`"EleutherAI/pythia-160m"`, `revision="step3000"`).
+
+        Args:
+            dtype: target dtype (torch.dtype, "float32"/"bf16"/..., or "auto"/None for the checkpoint's own).
+            device: target device; weights go there directly, without a second full copy.
+            attn_implementation: "eager", "sdpa" (default) or "flash_attention_2".
+        """
+        from .checkpoint import load_pretrained
+
+        return load_pretrained(cls, name_or_path, revision, dtype, device, attn_implementation, config)
+
+    def save_pretrained(self, directory: str | os.PathLike, max_shard_size: int | str = "5GB") -> None:
+        """Write config.json and safetensors weights (sharded above `max_shard_size`), plus the tokenizer if any."""
+        from .checkpoint import save_pretrained
+
+        save_pretrained(self, directory, max_shard_size)
+
+
+class GPTNeoXModel(GPTNeoXPreTrainedModel):
+    """Embedding, the stack of layers and the final layer norm; returns the last hidden state."""
+
+    def __init__(self, config: GPTNeoXConfig) -> None:
+        super().__init__(config)
+        self.embed_in = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.emb_dropout = nn.Dropout(config.hidden_dropout)
+        self.hook_embed = HookPoint()
+        self.layers = nn.ModuleList(GPTNeoXLayer(config, i) for i in range(config.num_hidden_layers))
+        self.final_layer_norm = LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        past_key_values: KVCache | tuple | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: bool = True,
+    ) -> BaseModelOutputWithPast | tuple:
+        """Args:
+            input_ids: `[b, p]` token ids (or `inputs_embeds` `[b, p, d]`, not both).
+            attention_mask: `[b, past + p]`, 1 for tokens and 0 for padding (left or right).
+            position_ids: `[b, p]`; by default counted over the unpadded tokens of each row.
+            head_mask: `[h]` or `[layers, h]` multipliers of the attention probabilities (1 keeps a head).
+            past_key_values: a `KVCache` (or transformers' legacy tuple) from an earlier call of this model.
+            use_cache: return the cache extended by this call (default: `config.use_cache` in eval mode).
+        """
+        cache = self._prepare_cache(past_key_values, use_cache, input_ids, inputs_embeds)
+        past = cache.length if cache is not None else 0
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_in(input_ids)
+        b, p, _ = inputs_embeds.shape
+        attention_mask = _check_attention_mask(attention_mask, b, past + p)
+        position_ids = _position_ids(position_ids, attention_mask, b, past, p, inputs_embeds.device)
+        head_masks = _per_layer_head_mask(head_mask, self.config)
+
+        mask = AttentionMask.build(attention_mask, p, past + p, inputs_embeds.device)
+        rotary = rotary_tables(self.config, position_ids)
+        x = self.emb_dropout(self.hook_embed(inputs_embeds))  # [b, p, d]
+        hidden_states, attentions = [], []
+        for i, layer in enumerate(self.layers):
+            if output_hidden_states:
+                hidden_states.append(x)
+            x, probs = layer(x, rotary, mask, cache, head_masks[i], output_attentions)
+            if output_attentions:
+                attentions.append(probs)
+        x = self.final_layer_norm(x)
+        if output_hidden_states:
+            hidden_states.append(x)
+        out = BaseModelOutputWithPast(
+            last_hidden_state=x,
+            past_key_values=cache,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
+        return out if return_dict else out.to_tuple()
+
+    def _prepare_cache(self, past, use_cache, input_ids, inputs_embeds) -> KVCache | None:
+        _check_inputs(input_ids, inputs_embeds, self.config)
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
+        if past is None:
+            return KVCache.for_config(self.config) if use_cache else None
+        if isinstance(past, (tuple, list)):
+            past = KVCache.from_legacy(past, self.config.num_attention_heads, self.config.head_size)
+        if not isinstance(past, KVCache):
+            raise TypeError(f"past_key_values must be a KVCache or a legacy tuple, got {type(past).__name__}")
+        batch = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+        c = self.config
+        past.check_compatible(c.num_hidden_layers, c.num_attention_heads, c.head_size, batch)
+        return past
+
+
+class GPTNeoXForCausalLM(GPTNeoXPreTrainedModel):
+    """GPT-NeoX with its unembedding (`embed_out`): next-token logits, loss, generation."""
+
+    def __init__(self, config: GPTNeoXConfig) -> None:
+        super().__init__(config)
+        self.gpt_neox = GPTNeoXModel(config)
+        self.embed_out = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, head_mask=None,
+                past_key_values=None, labels=None, use_cache=None, output_attentions=False,
+                output_hidden_states=False, return_dict=True) -> CausalLMOutputWithPast | tuple:
+        """`labels` `[b, p]`: the loss is next-token cross-entropy, positions labelled -100 ignored.
+
+        Returns `logits` `[b, p, v]` (and `loss`, `past_key_values`, `hidden_states`, `attentions`).
+        """
+        base = self.gpt_neox(input_ids, attention_mask, position_ids, inputs_embeds, head_mask, past_key_values,
+                             use_cache, output_attentions, output_hidden_states)
+        logits = self.embed_out(base.last_hidden_state)
+        loss = None
+        if labels is not None:
+            shifted = F.pad(labels, (0, 1), value=-100)[..., 1:].to(logits.device)
+            loss = F.cross_entropy(logits.float().flatten(0, -2), shifted.flatten(), ignore_index=-100)
+        out = CausalLMOutputWithPast(loss, logits, base.past_key_values, base.hidden_states, base.attentions)
+        return out if return_dict else out.to_tuple()
+
+    def generate(self, inputs=None, **kwargs):
+        """Greedy or sampled continuation; see `workbench.generation.generate` for the arguments."""
+        from .generation import generate
+
+        return generate(self, inputs, **kwargs)
+
+
+class GPTNeoXForSequenceClassification(GPTNeoXPreTrainedModel):
+    """Classifies a sequence from the hidden state of its rightmost non-padding token."""
+
+    head_modules = ("score",)
+
+    def __init__(self, config: GPTNeoXConfig) -> None:
+        super().__init__(config)
+        self.gpt_neox = GPTNeoXModel(config)
+        self.score = nn.Linear(config.hidden_size, config.num_labels, bias=False)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, head_mask=None,
+                past_key_values=None, labels=None, use_cache=None, output_attentions=False,
+                output_hidden_states=False, return_dict=True) -> SequenceClassifierOutputWithPast | tuple:
+        """`labels`: `[b]` class ids, `[b]`/`[b, 1]` floats (regression) or `[b, num_labels]` (multi-label)."""
+        base = self.gpt_neox(input_ids, attention_mask, position_ids, inputs_embeds, head_mask, past_key_values,
+                             use_cache, output_attentions, output_hidden_states)
+        logits = self.score(base.last_hidden_state)  # [b, p, num_labels]
+        batch = logits.shape[0]
+        pad = self.config.pad_token_id
+        if pad is None and batch != 1:
+            raise ValueError("cannot pool a batch of several sequences without config.pad_token_id; set it")
+        if pad is None or input_ids is None:
+            last = torch.full((batch,), logits.shape[1] - 1, device=logits.device)
+        else:  # rightmost non-pad token, for left and right padding alike
+            positions = torch.arange(input_ids.shape[-1], device=logits.device)
+            last = (positions * (input_ids != pad).to(logits.device)).argmax(-1)
+        pooled = logits[torch.arange(batch, device=logits.device), last]  # [b, num_labels]
+        loss = None if labels is None else self._loss(pooled, labels.to(pooled.device))
+        out = SequenceClassifierOutputWithPast(loss, pooled, base.past_key_values, base.hidden_states, base.attentions)
+        return out if return_dict else out.to_tuple()
+
+    def _loss(self, pooled: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        kind = self.config.problem_type
+        if kind is None:  # inferred as transformers does, and remembered
+            if self.config.num_labels == 1:
+                kind = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                kind = "single_label_classification"
+            else:
+                kind = "multi_label_classification"
+            self.config.problem_type = kind
+        if kind == "regression":
+            if self.config.num_labels == 1:
+                return F.mse_loss(pooled.squeeze(), labels.squeeze().to(pooled.dtype))
+            return F.mse_loss(pooled, labels.to(pooled.dtype))
+        if kind == "single_label_classification":
+            return F.cross_entropy(pooled.view(-1, self.config.num_labels), labels.view(-1))
+        return F.binary_cross_entropy_with_logits(pooled, labels.to(pooled.dtype))
+
+
+class GPTNeoXForTokenClassification(GPTNeoXPreTrainedModel):
+    """Per-token labels from each hidden state (dropout, then a linear classifier)."""
+
+    head_modules = ("classifier",)
+
+    def __init__(self, config: GPTNeoXConfig) -> None:
+        super().__init__(config)
+        self.gpt_neox = GPTNeoXModel(config)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, past_key_values=None, attention_mask=None, token_type_ids=None,
+                position_ids=None, inputs_embeds=None, head_mask=None, labels=None, use_cache=None,
+                output_attentions=False, output_hidden_states=False, return_dict=True) -> TokenClassifierOutput | tuple:
+        """`labels` `[b, p]` class ids (-100 ignored). `token_type_ids` is accepted and ignored, as in transformers."""
+        base = self.gpt_neox(input_ids, attention_mask, position_ids, inputs_embeds, head_mask, past_key_values,
+                             use_cache, output_attentions, output_hidden_states)
+        logits = self.classifier(self.dropout(base.last_hidden_state))
+        loss = None
+        if labels is not None:
+            flat = logits.float().view(-1, self.config.num_labels)
+            loss = F.cross_entropy(flat, labels.view(-1).to(logits.device), ignore_index=-100)
+        out = TokenClassifierOutput(loss, logits, base.hidden_states, base.attentions)
+        return out if return_dict else out.to_tuple()
+
+
+class GPTNeoXForQuestionAnswering(GPTNeoXPreTrainedModel):
+    """Extractive QA: start and end logits per position."""
+
+    head_modules = ("qa_outputs",)
+
+    def __init__(self, config: GPTNeoXConfig) -> None:
+        super().__init__(config)
+        self.gpt_neox = GPTNeoXModel(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                head_mask=None, inputs_embeds=None, start_positions=None, end_positions=None,
+                output_attentions=False, output_hidden_states=False, return_dict=True
+                ) -> QuestionAnsweringModelOutput | tuple:
+        """`start_positions`/`end_positions` `[b]`: positions outside the sequence are ignored in the loss."""
+        base = self.gpt_neox(input_ids, attention_mask, position_ids, inputs_embeds, head_mask, None, False,
+                             output_attentions, output_hidden_states)
+        start, end = self.qa_outputs(base.last_hidden_state).split(1, dim=-1)
+        start, end = start.squeeze(-1).contiguous(), end.squeeze(-1).contiguous()  # [b, p]
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            ignored = start.shape[1]
+            s = start_positions.view(-1).clamp(0, ignored).to(start.device)
+            e = end_positions.view(-1).clamp(0, ignored).to(end.device)
+            loss = (F.cross_entropy(start.float(), s, ignore_index=ignored)
+                    + F.cross_entropy(end.float(), e, ignore_index=ignored)) / 2
+        out = QuestionAnsweringModelOutput(loss, start, end, base.hidden_states, base.attentions)
+        return out if return_dict else out.to_tuple()
+
+
+# ---- input checks: clear errors instead of index errors deep inside torch -------------------------------
+def _check_inputs(input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | None, config: GPTNeoXConfig) -> None:
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("pass exactly one of input_ids and inputs_embeds" +
+                         (" (both were given)" if input_ids is not None else " (neither was given)"))
+    if input_ids is not None:
+        if not torch.is_tensor(input_ids):
+            raise TypeError(f"input_ids must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise TypeError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be 2-D [batch, pos], got shape {tuple(input_ids.shape)}")
+        if input_ids.shape[1] == 0 or input_ids.shape[0] == 0:
+            raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}): give at least one token per row")
+        low, high = torch.aminmax(input_ids)
+        if low < 0 or high >= config.vocab_size:
+            bad = int(low) if low < 0 else int(high)
+            raise ValueError(f"token id {bad} is out of range: ids must be in [0, {config.vocab_size - 1}]")
+    else:
+        if not torch.is_tensor(inputs_embeds) or inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != config.hidden_size:
+            shape = tuple(inputs_embeds.shape) if torch.is_tensor(inputs_embeds) else type(inputs_embeds).__name__
+            raise ValueError(f"inputs_embeds must be [batch, pos, {config.hidden_size}], got {shape}")
+        if inputs_embeds.shape[1] == 0:
+            raise ValueError("inputs_embeds is empty: give at least one position")
+
+
+def _check_attention_mask(mask: torch.Tensor | None, batch: int, total: int) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    if not torch.is_tensor(mask):
+        raise TypeError(f"attention_mask must be a torch.Tensor, got {type(mask).__name__}")
+    if tuple(mask.shape) != (batch, total):
+        raise ValueError(
+            f"attention_mask has shape {tuple(mask.shape)}, expected ({batch}, {total}) = "
+            "(batch, cached positions + new positions)"
+        )
+    return mask
+
+
+def _position_ids(position_ids, attention_mask, batch: int, past: int, length: int, device) -> torch.Tensor:
+    """`[b, p]` positions; with padding, counted over each row's real tokens (left padding starts at 0)."""
+    if position_ids is not None:
+        if position_ids.dim() == 1:
+            position_ids = position_ids.unsqueeze(0)
+        if position_ids.shape[-1] != length or position_ids.shape[0] not in (1, batch):
+            raise ValueError(f"position_ids has shape {tuple(position_ids.shape)}, expected ({batch}, {length})")
+        return position_ids.to(device).expand(batch, length)
+    if attention_mask is None or bool(attention_mask.all()):
+        return torch.arange(past, past + length, device=device).expand(batch, length)
+    counted = attention_mask.to(device=device, dtype=torch.long).cumsum(-1) - 1
+    return counted.clamp(min=0)[:, -length:]
+
+
+def _per_layer_head_mask(head_mask: torch.Tensor | None, config: GPTNeoXConfig) -> list[torch.Tensor | None]:
+    layers, heads = config.num_hidden_layers, config.num_attention_heads
+    if head_mask is None:
+        return [None] * layers
+    head_mask = torch.as_tensor(head_mask)
+    if head_mask.dim() == 1 and head_mask.shape[0] == heads:
+        return [head_mask] * layers
+    if head_mask.dim() == 2 and tuple(head_mask.shape) == (layers, heads):
+        return list(head_mask)
+    raise ValueError(f"head_mask must have shape ({heads},) or ({layers}, {heads}), got {tuple(head_mask.shape)}")
