@@ -25,3 +25,15 @@ def neox_tokenizer_file(shared_data: Path) -> Path:
     if not NEOX_TOKENIZER.is_file():
         pytest.skip(f"GPT-NeoX-20B tokenizer {NEOX_TOKENIZER} is absent from ../shared/data")
     return NEOX_TOKENIZER
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tests use tiny models: with 2+ threads torch's workers spin-wait on each other on a shared 2-core
+    machine (a tiny forward went from 9 ms to 210 ms), so the suite runs single-threaded."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -50,12 +50,20 @@ def load(
         device_map: "auto" or an accelerate device map, to spread a model too big for one device over
             GPUs, CPU and disk (`offload_folder=...`, `max_memory=...` go to accelerate).
     """
-    model = GPTNeoXForCausalLM.from_pretrained(
-        name_or_path, revision=revision, dtype=dtype, device=None if device_map else device,
-        attn_implementation=attn_implementation,
-    )
-    if device_map is not None:
-        from .big_model import dispatch
+    if device_map is None:
+        return GPTNeoXForCausalLM.from_pretrained(
+            name_or_path, revision=revision, dtype=dtype, device=device, attn_implementation=attn_implementation
+        )
+    # Big models: build on the meta device and stream each tensor to its GPU, CPU or disk slot (accelerate),
+    # so no full copy ever sits in CPU memory.
+    from .big_model import load_dispatched
+    from .checkpoint import attach_tokenizer, parse_dtype
+    from .hub import resolve_model_dir
 
-        model = dispatch(model, device_map=device_map, **dispatch_kwargs)
-    return model
+    directory = resolve_model_dir(name_or_path, revision=revision)
+    config = GPTNeoXConfig.from_json_file(directory)
+    if attn_implementation is not None:
+        config.attn_implementation = attn_implementation
+        config.validate()
+    model = load_dispatched(GPTNeoXForCausalLM, config, directory, device_map, dtype=parse_dtype(dtype), **dispatch_kwargs)
+    return attach_tokenizer(model, directory, name_or_path)

@@ -51,6 +51,11 @@ class AttentionMask:
             full = full | ~full.any(dim=-1, keepdim=True)
         return cls(padding, full, query_len, key_len)
 
+    def to(self, device: torch.device | str) -> "AttentionMask":
+        """A copy on `device` (accelerate moves layer inputs between GPUs with this)."""
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return AttentionMask(move(self.padding), move(self.full), self.query_len, self.key_len)
+
     def dense(self, device: torch.device) -> torch.Tensor:
         """The mask as an explicit bool tensor `[batch or 1, 1, query, key]`."""
         if self.full is not None:

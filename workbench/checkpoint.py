@@ -6,6 +6,7 @@ target device, so no second full copy of the weights is ever made.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -59,7 +60,11 @@ def weight_files(directory: Path) -> list[Path]:
 def iter_tensors(files: list[Path], device: torch.device, dtype: torch.dtype | None) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield (name, tensor) one at a time, each converted to `dtype` on `device`."""
     for path in files:
-        if path.suffix == ".safetensors":
+        if path.suffix == ".safetensors" and dtype is not None:
+            # Converting: read tensor by tensor. Through a memory map every converted tensor's source pages
+            # would stay resident, holding the whole file beside the converted model (2x for fp32 -> bf16).
+            yield from _read_safetensors(path, device, dtype)
+        elif path.suffix == ".safetensors":
             from safetensors import SafetensorError, safe_open
 
             try:
@@ -76,6 +81,43 @@ def iter_tensors(files: list[Path], device: torch.device, dtype: torch.dtype | N
                 raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {err}") from None
             for name in list(state):
                 yield name, _convert(state.pop(name), dtype).to(device)
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def _read_safetensors(path: Path, device: torch.device, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (name, tensor in `dtype` on `device`) from a safetensors file with plain reads; only one
+    tensor in the file's dtype is in memory at a time."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        try:
+            header_len = int.from_bytes(f.read(8), "little")
+            if header_len > size - 8:
+                raise ValueError(f"header of {header_len} bytes in a file of {size}")
+            header = json.loads(f.read(header_len))
+            header.pop("__metadata__", None)
+            data_start = 8 + header_len
+            end = max((info["data_offsets"][1] for info in header.values()), default=0)
+            if data_start + end > size:
+                raise ValueError(f"tensors need {data_start + end} bytes, the file has {size}")
+            unknown = {info["dtype"] for info in header.values()} - set(_SAFETENSORS_DTYPES)
+            if unknown:
+                raise ValueError(f"unsupported tensor dtype(s) {sorted(unknown)}")
+        except (ValueError, KeyError, TypeError, IndexError) as err:
+            raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from None
+        for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+            begin, stop = info["data_offsets"]
+            raw = torch.empty(stop - begin, dtype=torch.uint8)
+            f.seek(data_start + begin)
+            f.readinto(memoryview(raw.numpy()))
+            tensor = _convert(raw.view(_SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"]), dtype).to(device)
+            del raw  # free the file-dtype copy before the next tensor is read
+            yield name, tensor
 
 
 def _convert(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
@@ -113,7 +155,7 @@ def load_pretrained(cls, name_or_path, revision=None, dtype=None, device=None, a
         require_flash_attention(device, target_dtype)
     files = weight_files(directory)
 
-    with torch.device("meta"):
+    with torch.device("meta"), _skip_weight_init():
         model = cls(config)
     expected = model.state_dict()
     tied = {"embed_out.weight"} if config.tie_word_embeddings and hasattr(model, "embed_out") else set()
@@ -151,13 +193,32 @@ def load_pretrained(cls, name_or_path, revision=None, dtype=None, device=None, a
             module.apply(model._init_weights)
     model.tie_weights()
     model.eval()
-    tokenizer_file = directory / "tokenizer.json"
-    if tokenizer_file.is_file():
+    return attach_tokenizer(model, directory, name_or_path)
+
+
+def attach_tokenizer(model, directory: Path, name_or_path) -> torch.nn.Module:
+    """Set `model.tokenizer` from the checkpoint's tokenizer.json (if any) and remember where it came from."""
+    if (directory / "tokenizer.json").is_file():
         from .tokenizer import Tokenizer
 
         model.tokenizer = Tokenizer.from_pretrained(directory)
     model.name_or_path = os.fspath(name_or_path)
     return model
+
+
+@contextlib.contextmanager
+def _skip_weight_init():
+    """Build a model without initialising its weights: the checkpoint overwrites them all, and on the meta
+    device the init functions only cost time (their first call pulls in torch's decomposition machinery)."""
+    names = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_", "trunc_normal_")
+    saved = {name: getattr(torch.nn.init, name) for name in names}
+    for name in names:
+        setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.nn.init, name, fn)
 
 
 def parse_size(size: int | str) -> int:

@@ -7,11 +7,14 @@ norm internals) ask `is_active()` and only compute them when something listens.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import re
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 HookFn = Callable[[torch.Tensor, "HookPoint"], "torch.Tensor | None"]
 
@@ -29,6 +32,12 @@ class HookPoint(nn.Module):
     def is_active(self) -> bool:
         """Whether any forward or backward hook is attached (the value must then be computed)."""
         return bool(self._forward_hooks or self._forward_pre_hooks or self._backward_hooks)
+
+    def remove_hooks(self) -> None:
+        """Detach every hook from this point."""
+        self._forward_hooks.clear()
+        self._forward_pre_hooks.clear()
+        self._backward_hooks.clear()
 
     def layer(self) -> int | None:
         """Block index of this hook point (None for `hook_embed` and `ln_final.*`)."""
@@ -68,5 +77,374 @@ def name_hook_points(model: nn.Module) -> dict[str, HookPoint]:
     return points
 
 
+# ---- hook API ---------------------------------------------------------------------------------------
+
+
+def _closest(name: str, valid: list[str], n: int = 5) -> list[str]:
+    """Valid names most like `name` (difflib), falling back to those sharing its last component."""
+    close = difflib.get_close_matches(name, valid, n=n, cutoff=0.5)
+    if not close:
+        tail = name.rsplit(".", 1)[-1]
+        close = [v for v in valid if v.endswith(tail)][:n]
+    return close
+
+
+def unknown_hook_error(name: str, valid: list[str], what: str = "hook point") -> KeyError:
+    """KeyError naming the closest valid names (never a silent no-op on a typo)."""
+    close = _closest(name, valid)
+    hint = f"closest valid names: {close}" if close else f"valid names look like {valid[:3]} ..."
+    return KeyError(f"no {what} named {name!r}; {hint} (model.hook_names() lists all {len(valid)})")
+
+
 class HookedModelMixin:
-    """The hook API of every GPT-NeoX model class (run_with_cache, run_with_hooks, hooks(), reset_hooks)."""
+    """The hook API of every GPT-NeoX model class (run_with_cache, run_with_hooks, hooks(), reset_hooks).
+
+    The model class must set `self.hook_dict` (name -> HookPoint, see `name_hook_points`); `self.tokenizer`
+    (optional) lets string inputs through.
+    """
+
+    hook_dict: dict[str, HookPoint]
+
+    # ---- names ----------------------------------------------------------------------------------------
+    def hook_names(self) -> list[str]:
+        """All hook point names of this model, in the order a (sequential-residual) forward reaches them."""
+        return sorted(self.hook_dict, key=_forward_rank)
+
+    def resolve_hook_points(self, selector: Any) -> list[HookPoint]:
+        """Hook points selected by a name, a list of names, or a predicate over names.
+
+        Raises:
+            KeyError: an unknown name (with the closest valid ones), or a predicate that selects nothing.
+            TypeError: anything else.
+        """
+        if isinstance(selector, HookPoint):
+            return [selector]
+        if isinstance(selector, str):
+            if selector not in self.hook_dict:
+                error = unknown_hook_error(selector, self.hook_names())
+                if selector.endswith("hook_resid_mid") and getattr(getattr(self, "config", None),
+                                                                  "use_parallel_residual", False):
+                    error = KeyError(f"{error.args[0]}. This model has a parallel residual "
+                                     "(use_parallel_residual=True): attention and MLP both read resid_pre, "
+                                     "so there is no resid_mid")
+                raise error
+            return [self.hook_dict[selector]]
+        if isinstance(selector, (list, tuple, set, frozenset)):
+            return [point for item in selector for point in self.resolve_hook_points(item)]
+        if callable(selector):
+            points = [point for name, point in self.hook_dict.items() if selector(name)]
+            if not points:
+                raise KeyError(f"the predicate {selector!r} selects no hook point; model.hook_names() lists them")
+            return points
+        raise TypeError(
+            f"a hook is selected by a name (str), a list of names or a predicate name -> bool, "
+            f"got {type(selector).__name__}"
+        )
+
+    # ---- attaching and removing ---------------------------------------------------------------------
+    def _hook_handles(self) -> list[RemovableHandle]:
+        handles = self.__dict__.get("_wb_hook_handles")
+        if handles is None:
+            handles = self.__dict__["_wb_hook_handles"] = []
+        return handles
+
+    def add_hook(self, selector: Any, fn: HookFn, dir: str = "fwd") -> list[RemovableHandle]:
+        """Attach `fn(activation, hook) -> Tensor | None` to the selected hook points.
+
+        Args:
+            selector: a hook name, a list of names or a predicate over names.
+            fn: called with the activation (forward) or its gradient (backward) and the HookPoint; a returned
+                tensor replaces the value.
+            dir: "fwd" or "bwd".
+
+        Returns:
+            The handles (also remembered by the model, so `reset_hooks()` removes them).
+        """
+        if dir not in ("fwd", "bwd"):
+            raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
+        if not callable(fn):
+            raise TypeError(f"a hook function must be callable, got {type(fn).__name__}")
+        points = self.resolve_hook_points(selector)
+        wrap = _forward_wrapper if dir == "fwd" else _backward_wrapper
+        handles = [point.register_forward_hook(wrap(fn)) for point in points]
+        self._hook_handles().extend(handles)
+        return handles
+
+    def reset_hooks(self) -> None:
+        """Remove every hook from every hook point (including hooks attached outside this API)."""
+        for handle in self._hook_handles():
+            handle.remove()
+        self._hook_handles().clear()
+        for point in self.hook_dict.values():
+            point.remove_hooks()
+
+    @contextlib.contextmanager
+    def hooks(self, fwd_hooks: Sequence[tuple[Any, HookFn]] = (), bwd_hooks: Sequence[tuple[Any, HookFn]] = ()):
+        """Context in which the given hooks are attached; exactly those are removed on exit, also on error.
+
+        Contexts nest: an inner context leaves the outer one's hooks in place.
+
+            with model.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", fn)]):
+                model(tokens)
+        """
+        added: list[RemovableHandle] = []
+        try:
+            for selector, fn in _pairs(fwd_hooks, "fwd_hooks"):
+                added += self.add_hook(selector, fn, "fwd")
+            # Backward hooks attach to the value as the forward pass left it (after any replacement).
+            for selector, fn in _pairs(bwd_hooks, "bwd_hooks"):
+                added += self.add_hook(selector, fn, "bwd")
+            yield self
+        finally:
+            for handle in added:
+                handle.remove()
+            ids = {id(h) for h in added}
+            self._hook_handles()[:] = [h for h in self._hook_handles() if id(h) not in ids]
+
+    # ---- inputs -------------------------------------------------------------------------------------
+    def to_tokens(self, text: str | Sequence[str], prepend_bos: bool = False, padding_side: str | None = None
+                  ) -> torch.Tensor:
+        """Token ids `[batch, pos]` of a string or a list of strings (padded; see `to_tokens_and_mask`)."""
+        return self.to_tokens_and_mask(text, prepend_bos, padding_side)[0]
+
+    def to_tokens_and_mask(self, text: str | Sequence[str], prepend_bos: bool = False,
+                           padding_side: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokenise with `model.tokenizer`: ids `[batch, pos]` and attention mask `[batch, pos]` (1 = token).
+
+        Args:
+            text: a string or a list of strings (padded to the longest, on `padding_side` or the tokenizer's).
+            prepend_bos: put the tokenizer's bos token first (GPT-NeoX models were trained without it).
+        """
+        tokenizer = getattr(self, "tokenizer", None)
+        if tokenizer is None:
+            raise ValueError("this model has no tokenizer (model.tokenizer is None): load it with "
+                             "workbench.load(...), set model.tokenizer, or pass token ids")
+        texts = [text] if isinstance(text, str) else list(text)
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise TypeError("text must be a str or a non-empty list of str")
+        if prepend_bos:
+            if tokenizer.bos_token is None:
+                raise ValueError("prepend_bos=True but the tokenizer has no bos_token")
+            texts = [tokenizer.bos_token + t for t in texts]
+        kwargs = {"padding_side": padding_side} if padding_side is not None else {}
+        enc = tokenizer(texts, padding=len(texts) > 1, return_tensors="pt", **kwargs)
+        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+
+    def to_str_tokens(self, text: str | torch.Tensor | Sequence[int], prepend_bos: bool = False) -> list[str]:
+        """The token strings of one text (or of a 1-D sequence of ids), for labelling positions."""
+        tokenizer = getattr(self, "tokenizer", None)
+        if tokenizer is None:
+            raise ValueError("this model has no tokenizer (model.tokenizer is None)")
+        if isinstance(text, str):
+            ids = self.to_tokens(text, prepend_bos=prepend_bos)[0]
+        else:
+            ids = torch.as_tensor(text)
+            if ids.dim() == 2 and ids.shape[0] == 1:
+                ids = ids[0]
+            if ids.dim() != 1:
+                raise ValueError(f"to_str_tokens takes one sequence, got ids of shape {tuple(ids.shape)}")
+        return [tokenizer.decode([int(i)]) for i in ids]
+
+    def _model_inputs(self, inputs: Any, forward_kwargs: dict) -> dict:
+        """`inputs` (text, texts or ids) -> keyword arguments of the forward."""
+        kwargs = dict(forward_kwargs)
+        if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)):
+            if "attention_mask" in kwargs:
+                raise ValueError("attention_mask is built from the texts; pass token ids to give your own")
+            ids, mask = self.to_tokens_and_mask(inputs)
+            kwargs["input_ids"], kwargs["attention_mask"] = ids, mask
+        elif torch.is_tensor(inputs):
+            kwargs["input_ids"] = inputs.unsqueeze(0) if inputs.dim() == 1 else inputs
+        elif inputs is None:
+            if "input_ids" not in kwargs and "inputs_embeds" not in kwargs:
+                raise ValueError("give inputs: a string, a list of strings or token ids [batch, pos]")
+        else:
+            raise TypeError(f"inputs must be a str, a list of str or a token tensor, got {type(inputs).__name__}")
+        kwargs.setdefault("use_cache", False)  # no KV cache unless asked: it is memory, not analysis
+        return kwargs
+
+    # ---- running ------------------------------------------------------------------------------------
+    def run_with_hooks(
+        self,
+        inputs: Any = None,
+        fwd_hooks: Sequence[tuple[Any, HookFn]] = (),
+        bwd_hooks: Sequence[tuple[Any, HookFn]] = (),
+        reset_hooks_end: bool = True,
+        **forward_kwargs: Any,
+    ) -> Any:
+        """One forward with temporary hooks.
+
+        Args:
+            inputs: a string, a list of strings (padded, mask applied) or token ids `[batch, pos]`.
+            fwd_hooks, bwd_hooks: `[(name_or_predicate, fn), ...]`; fn(activation, hook) -> Tensor | None.
+            reset_hooks_end: remove the hooks afterwards (False keeps them, e.g. to run backward yourself;
+                they are removed anyway if the forward raises).
+            **forward_kwargs: passed to the model's forward (attention_mask, labels, ...).
+
+        Returns:
+            The model's output (`.logits` `[batch, pos, vocab]`, `.loss`, ...).
+        """
+        kwargs = self._model_inputs(inputs, forward_kwargs)
+        if reset_hooks_end:
+            with self.hooks(fwd_hooks, bwd_hooks):
+                return self(**kwargs)
+        before = len(self._hook_handles())
+        try:  # hooks stay after a successful run (the caller resets them); never after an error
+            for selector, fn in _pairs(fwd_hooks, "fwd_hooks"):
+                self.add_hook(selector, fn, "fwd")
+            for selector, fn in _pairs(bwd_hooks, "bwd_hooks"):
+                self.add_hook(selector, fn, "bwd")
+            return self(**kwargs)
+        except BaseException:
+            for handle in self._hook_handles()[before:]:
+                handle.remove()
+            del self._hook_handles()[before:]
+            raise
+
+    def run_with_cache(
+        self,
+        inputs: Any = None,
+        names_filter: Any = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        pos_slice: int | slice | Sequence[int] | torch.Tensor | None = None,
+        incl_bwd: bool = False,
+        **forward_kwargs: Any,
+    ):
+        """Run the model and keep the activations of the selected hook points.
+
+        Args:
+            inputs: a string, a list of strings (padded, mask applied) or token ids `[batch, pos]`.
+            names_filter: None (every hook point), a name, a list of names or a predicate name -> bool.
+                Only the selected values are stored, and only the layers whose attention pattern/scores are
+                selected compute attention eagerly.
+            device, dtype: where and in which dtype to store the values (default: as computed).
+            pos_slice: keep only these positions (the query position for scores/patterns); an int drops
+                the position dimension.
+            incl_bwd: also run backward and store gradients as `name + "_grad"`: from `labels=` (passed on)
+                or, for a causal LM without labels, the next-token loss of the inputs (padding ignored);
+                for other outputs pass `backward_metric=fn(output) -> scalar`.
+            **forward_kwargs: passed to the forward (attention_mask, labels, ...).
+
+        Returns:
+            `(logits, cache)`: logits `[batch, pos, vocab]` for causal LMs and the classification heads (the
+            whole output for question answering), and an `ActivationCache`.
+        """
+        from .activation_cache import ActivationCache
+
+        backward_metric = forward_kwargs.pop("backward_metric", None)
+        kwargs = self._model_inputs(inputs, forward_kwargs)
+        points = self.hook_names() if names_filter is None else [p.name for p in self.resolve_hook_points(names_filter)]
+        store: dict[str, torch.Tensor] = {}
+        live: dict[str, torch.Tensor] = {}  # undetached values, to take gradients with respect to
+        keep = _position_selector(pos_slice)
+
+        def finish(value: torch.Tensor, name: str) -> torch.Tensor:
+            if keep is not None:
+                value = keep(value, 2 if name.endswith(_QUERY_POS_HOOKS) else 1)
+            if dtype is not None or device is not None:
+                value = value.to(device=device, dtype=dtype)
+            return value
+
+        def save(activation: torch.Tensor, hook: HookPoint) -> None:
+            store[hook.name] = finish(activation.detach(), hook.name)
+            if incl_bwd:
+                live[hook.name] = activation
+
+        if incl_bwd and backward_metric is None and "labels" not in kwargs and hasattr(self, "embed_out"):
+            ids = kwargs.get("input_ids")
+            if ids is None:
+                raise ValueError("incl_bwd needs labels=, backward_metric= or token ids to take the loss of")
+            labels = ids.clone()
+            if kwargs.get("attention_mask") is not None:
+                labels[kwargs["attention_mask"] == 0] = -100
+            kwargs["labels"] = labels
+        grad_context = torch.enable_grad() if incl_bwd else contextlib.nullcontext()
+        with grad_context, self.hooks([(points, save)]):
+            output = self(**kwargs)
+            if incl_bwd:
+                target = backward_metric(output) if backward_metric is not None else getattr(output, "loss", None)
+                if target is None or not torch.is_tensor(target) or target.numel() != 1:
+                    raise ValueError("incl_bwd needs a scalar to differentiate: pass labels= or backward_metric=")
+                names = [n for n, t in live.items() if t.requires_grad]
+                if not names:
+                    raise ValueError("incl_bwd: no cached activation requires grad (are all parameters frozen?)")
+                # autograd.grad, not backward(): parameters' .grad stay untouched.
+                grads = torch.autograd.grad(target.reshape(()), [live[n] for n in names], allow_unused=True)
+                for name, grad in zip(names, grads):
+                    grad = torch.zeros_like(live[name]) if grad is None else grad
+                    store[name + "_grad"] = finish(grad.detach(), name)
+                live.clear()
+        names = sorted(store, key=lambda n: n.endswith("_grad"))  # in firing order, gradients last
+        cache = ActivationCache({n: store[n] for n in names}, self, has_batch_dim=True,
+                                pos_sliced=keep is not None)
+        logits = getattr(output, "logits", None)
+        if incl_bwd and logits is not None:
+            logits = logits.detach()
+        return (logits if logits is not None else output), cache
+
+
+_BLOCK_ORDER = ["hook_resid_pre", "ln1.hook_scale", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k",
+                "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k", "attn.hook_attn_scores", "attn.hook_pattern",
+                "attn.hook_z", "attn.hook_result", "hook_attn_out", "hook_resid_mid", "ln2.hook_scale",
+                "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post"]
+
+
+def _forward_rank(name: str) -> tuple[int, int, str]:
+    """Sort key putting hook names in forward order (unknown names last, alphabetically)."""
+    match = re.match(r"blocks\.(\d+)\.(.*)$", name)
+    if match:
+        rest = match.group(2)
+        return (1 + int(match.group(1)), _BLOCK_ORDER.index(rest) if rest in _BLOCK_ORDER else 99, rest)
+    if name == "hook_embed":
+        return (0, 0, name)
+    if name.startswith("ln_final."):
+        return (1 << 30, 0 if name.endswith("scale") else 1, name)
+    return (1 << 31, 0, name)
+
+
+_QUERY_POS_HOOKS = ("hook_attn_scores", "hook_pattern")  # [b, h, q, k]: the position is dimension 2
+
+
+def _position_selector(pos_slice: Any) -> Callable[[torch.Tensor, int], torch.Tensor] | None:
+    """pos_slice -> fn(tensor, dim) keeping those positions (an int drops the dimension)."""
+    if pos_slice is None:
+        return None
+    if isinstance(pos_slice, int):
+        return lambda t, dim: t.select(dim, pos_slice)
+    if isinstance(pos_slice, slice):
+        return lambda t, dim: t[(slice(None),) * dim + (pos_slice,)]
+    index = torch.as_tensor(pos_slice, dtype=torch.long)
+    if index.dim() != 1:
+        raise ValueError(f"pos_slice must be an int, a slice or a 1-D list of positions, got shape {tuple(index.shape)}")
+    return lambda t, dim: t.index_select(dim, index.to(t.device) % t.shape[dim])
+
+
+def _pairs(hooks: Any, what: str) -> list[tuple[Any, HookFn]]:
+    """Validate `[(selector, fn), ...]`."""
+    if hooks is None:
+        return []
+    pairs = list(hooks)
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and callable(pair[1])):
+            raise TypeError(f"{what}[{i}] must be a pair (name_or_predicate, fn), got {pair!r}")
+    return pairs
+
+
+def _forward_wrapper(fn: HookFn):
+    """torch forward hook calling fn(output, hook); a returned tensor replaces the output."""
+    def forward_hook(module: HookPoint, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        result = fn(output, module)
+        if result is not None and not torch.is_tensor(result):
+            raise TypeError(f"hook function on {module.name} returned {type(result).__name__}; "
+                            "return a Tensor (to replace the activation) or None")
+        return result
+    return forward_hook
+
+
+def _backward_wrapper(fn: HookFn):
+    """Forward hook that registers fn(grad, hook) on the output's gradient (a returned tensor replaces it)."""
+    def forward_hook(module: HookPoint, args: tuple, output: torch.Tensor) -> None:
+        if output.requires_grad:
+            output.register_hook(lambda grad: fn(grad, module))
+    return forward_hook

@@ -110,8 +110,9 @@ class LayerNorm(nn.LayerNorm):
             return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         centred = x.float() - x.float().mean(-1, keepdim=True)
         scale = self.hook_scale((centred.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        normalized = (centred / scale).to(x.dtype) * self.weight + self.bias
-        return self.hook_normalized(normalized)
+        # As TransformerLens: hook_normalized is the centred, rescaled input, before the weight and bias.
+        normalized = self.hook_normalized((centred / scale).to(x.dtype))
+        return normalized * self.weight + self.bias
 
 
 class GPTNeoXAttention(nn.Module):
@@ -434,6 +435,24 @@ class GPTNeoXForCausalLM(GPTNeoXPreTrainedModel):
         from .generation import generate
 
         return generate(self, inputs, **kwargs)
+
+    def show_attention(self, text_or_tokens, **kwargs):
+        """Interactive attention patterns (`workbench.viz.AttentionView`)."""
+        from .viz import show_attention
+
+        return show_attention(self, text_or_tokens, **kwargs)
+
+    def show_logit_lens(self, text, **kwargs):
+        """Layers x positions logit lens (`workbench.viz.LogitLensView`)."""
+        from .viz import show_logit_lens
+
+        return show_logit_lens(self, text, **kwargs)
+
+    def show_tokens(self, texts, **kwargs):
+        """Tokens coloured by loss, a neuron or a component (`workbench.viz.TokenView`)."""
+        from .viz import show_tokens
+
+        return show_tokens(self, texts, **kwargs)
 
 
 class GPTNeoXForSequenceClassification(GPTNeoXPreTrainedModel):

@@ -1,0 +1,198 @@
+"""Cost of the hook machinery on a Pythia-160m-shaped random model (CPU, fp32, batch 4 x 256).
+
+Ratios against a plain forward, measured three ways:
+- `bare`: this model with every HookPoint swapped for a plain function (no module call at all);
+- `transformers`: transformers' GPTNeoXForCausalLM (sdpa) holding the same weights;
+- TransformerLens 4.x (`TransformerBridge` over that transformers model, eager attention as it forces).
+Also the memory of a full cache against a filtered one (bytes stored, and peak RSS growth during the call).
+
+    python bench/bench_hooks.py [--repeats 3] [--threads 1] [--out bench/results/hooks.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import torch
+
+from workbench import GPTNeoXConfig, GPTNeoXForCausalLM
+from workbench.hooks import HookPoint
+
+PYTHIA_160M = dict(vocab_size=50304, hidden_size=768, num_attention_heads=12, num_hidden_layers=12,
+                   intermediate_size=3072, rotary_pct=0.25, max_position_embeddings=2048, use_parallel_residual=True)
+
+
+class _Bare:
+    """Stands in for a HookPoint: a plain identity function that is never active."""
+
+    def __call__(self, x):
+        return x
+
+    def is_active(self) -> bool:
+        return False
+
+
+def swap_hook_points(model, bare: bool) -> list:
+    """Replace every HookPoint by `_Bare` (bare=True) or put them back; returns what it replaced."""
+    swapped = []
+    for owner in list(model.modules()):
+        for name, child in list(owner._modules.items()):
+            if isinstance(child, HookPoint):
+                del owner._modules[name]
+                object.__setattr__(owner, name, _Bare())
+                swapped.append((owner, name, child))
+    return swapped
+
+
+def restore(swapped: list) -> None:
+    for owner, name, child in swapped:
+        object.__delattr__(owner, name)
+        owner._modules[name] = child
+
+
+def peak_rss_growth(fn) -> tuple[float, int]:
+    """(seconds, peak RSS growth in bytes over the start) of one call, RSS sampled every 2 ms."""
+    proc = psutil.Process()
+    gc.collect()
+    start = proc.memory_info().rss
+    peak, done = [start], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    t0 = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - t0
+    done.set()
+    thread.join()
+    del result
+    return seconds, peak[0] - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--pos", type=int, default=256)
+    parser.add_argument("--no-tl", action="store_true", help="skip TransformerLens")
+    parser.add_argument("--out", default="bench/results/hooks.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(**PYTHIA_160M)).eval()
+    ids = torch.randint(0, 50304, (args.batch, args.pos))  # read by the case closures at call time
+
+    import transformers
+
+    hf_cfg = transformers.GPTNeoXConfig(**PYTHIA_160M, attn_implementation="sdpa")
+    hf = transformers.GPTNeoXForCausalLM(hf_cfg).eval()
+    head = "lm_head.weight" if hasattr(hf, "lm_head") else "embed_out.weight"
+    hf.load_state_dict({(head if k == "embed_out.weight" else k): v for k, v in model.state_dict().items()},
+                       strict=False)
+    bridge = None
+    if not args.no_tl:
+        from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+
+        hf_tl = transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(**PYTHIA_160M,
+                                                                           attn_implementation="eager")).eval()
+        hf_tl.load_state_dict(hf.state_dict(), strict=False)
+        bridge = build_bridge_from_module(hf_tl, "GPTNeoXForCausalLM", hf_config=hf_tl.config)
+
+    filtered = ["blocks.6.hook_resid_post"]
+
+    def ours_plain():
+        return model(ids, use_cache=False).logits
+
+    def ours_bare():
+        swapped = swap_hook_points(model, True)
+        try:
+            return model(ids, use_cache=False).logits
+        finally:
+            restore(swapped)
+
+    cases = {
+        "bare (HookPoints removed)": ours_bare,
+        "transformers forward (sdpa)": lambda: hf(ids, use_cache=False).logits,
+        "workbench forward, no hooks": ours_plain,
+        "workbench run_with_cache(), all": lambda: model.run_with_cache(ids),
+        "workbench run_with_cache(filtered)": lambda: model.run_with_cache(ids, names_filter=filtered),
+    }
+    if bridge is not None:
+        cases["transformer-lens forward"] = lambda: bridge(ids)
+        cases["transformer-lens run_with_cache(), all"] = lambda: bridge.run_with_cache(ids)
+        cases["transformer-lens run_with_cache(filtered)"] = lambda: bridge.run_with_cache(ids, names_filter=filtered)
+
+    times = {name: [] for name in cases}
+    peaks = {name: [] for name in cases}
+    with torch.no_grad():
+        full_ids = ids
+        ids = full_ids[:, :16]  # warm-up on a short input: first-call costs without a full forward each
+        for fn in cases.values():
+            fn()
+        ids = full_ids
+        for r in range(args.repeats):  # interleaved, so slow spells of a shared machine hit every case alike
+            for name, fn in cases.items():
+                seconds, peak = peak_rss_growth(fn)
+                times[name].append(seconds)
+                peaks[name].append(peak)
+        _, full = model.run_with_cache(ids)
+        _, some = model.run_with_cache(ids, names_filter=filtered)
+        full_bytes, some_bytes, n_full = full.nbytes(), some.nbytes(), len(full)
+        del full, some
+        tl_full_bytes = None
+        if bridge is not None:
+            _, tl_full = bridge.run_with_cache(ids)
+            tl_full_bytes = sum(t.numel() * t.element_size() for t in tl_full.cache_dict.values())
+            del tl_full
+
+    med = {name: statistics.median(v) for name, v in times.items()}
+    bare, plain = med["bare (HookPoints removed)"], med["workbench forward, no hooks"]
+    rows = []
+    for name in cases:
+        rows.append({"case": name, "median_s": med[name], "vs_bare": med[name] / bare,
+                     "vs_transformers": med[name] / med["transformers forward (sdpa)"],
+                     "peak_rss_growth_mb": max(peaks[name]) / 2**20, "runs_s": times[name]})
+    summary = {
+        "hooks_no_hooks_over_bare": plain / bare,
+        "hooks_no_hooks_over_transformers": plain / med["transformers forward (sdpa)"],
+        "run_with_cache_all_over_plain": med["workbench run_with_cache(), all"] / plain,
+        "cache_full_mb": full_bytes / 2**20, "cache_filtered_mb": some_bytes / 2**20, "cache_full_entries": n_full,
+    }
+    if bridge is not None:
+        tl_plain = med["transformer-lens forward"]
+        summary.update({
+            "tl_run_with_cache_all_over_tl_forward": med["transformer-lens run_with_cache(), all"] / tl_plain,
+            "tl_run_with_cache_all_over_workbench_plain": med["transformer-lens run_with_cache(), all"] / plain,
+            "tl_cache_full_mb": tl_full_bytes / 2**20,
+        })
+    print(f"Pythia-160m-shaped random model, CPU fp32, batch {args.batch} x {args.pos}, "
+          f"{args.threads} thread(s), median of {args.repeats}")
+    print(f"{'case':44s} {'median s':>9s} {'/bare':>7s} {'/hf':>7s} {'peak RSS +MB':>13s}")
+    for row in rows:
+        print(f"{row['case']:44s} {row['median_s']:9.3f} {row['vs_bare']:7.3f} {row['vs_transformers']:7.3f} "
+              f"{row['peak_rss_growth_mb']:13.0f}")
+    for key, value in summary.items():
+        print(f"{key:44s} {value:.3f}" if isinstance(value, float) else f"{key:44s} {value}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"config": {**PYTHIA_160M, "batch": args.batch, "pos": args.pos,
+                                          "threads": args.threads, "repeats": args.repeats,
+                                          "torch": torch.__version__},
+                               "rows": rows, "summary": summary}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,491 @@
+"""`ActivationCache`: the activations of one run, by TransformerLens name, and the residual-stream algebra on them.
+
+Shapes: c components, b batch, p position, h heads, dh head size, d hidden, m MLP size, v vocabulary.
+
+The model's weights are used as they are (no folding): `apply_ln` applies the cached LayerNorm scale *and*
+the LayerNorm weight to components of one residual stream; the LayerNorm bias belongs to no component and is
+reported separately (see `analysis.attribution`). `accumulated_resid(apply_ln=True)` entries are whole
+residual streams, normalised each by the full LayerNorm, so its last entry @ W_U.T is exactly the logits.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+_ATTN_NAMES = ("q", "k", "v", "rot_q", "rot_k", "z", "result", "attn_scores", "pattern")
+_MLP_NAMES = ("pre", "post")
+_ALIASES = {"attn": "pattern", "attn_logits": "attn_scores", "key": "k", "query": "q", "value": "v",
+            "mlp_pre": "pre", "mlp_post": "post"}
+_LAYER_TYPES = {"a": "attn", "attention": "attn", "m": "mlp", "b": "", "block": "", "blocks": "",
+                "ln1": "ln1", "ln2": "ln2", "attn": "attn", "mlp": "mlp", "": ""}
+
+
+def act_name(name: str, layer: int | None = None, layer_type: str | None = None) -> str:
+    """TransformerLens shorthand -> full hook name.
+
+    `act_name("pattern", 3)` -> `blocks.3.attn.hook_pattern`; `act_name("resid_pre", 0)` ->
+    `blocks.0.hook_resid_pre`; `act_name("scale", 2, "ln1")` -> `blocks.2.ln1.hook_scale`;
+    `act_name("scale")` -> `ln_final.hook_scale`; `act_name("embed")` -> `hook_embed`. Full names pass through.
+    """
+    if "." in name or (name.startswith("hook_") and layer is None):
+        return name
+    name = _ALIASES.get(name, name)
+    if name == "embed":
+        return "hook_embed"
+    if layer is None:
+        if name in ("scale", "normalized"):
+            return f"ln_final.hook_{name}"
+        raise KeyError(f"{name!r} needs a layer, e.g. ({name!r}, 0)")
+    if layer_type is None:
+        layer_type = "attn" if name in _ATTN_NAMES else "mlp" if name in _MLP_NAMES else ""
+        if name in ("scale", "normalized"):
+            raise KeyError(f"({name!r}, {layer}) needs the layer norm: ({name!r}, {layer}, 'ln1') or 'ln2'")
+    elif layer_type not in _LAYER_TYPES:
+        raise KeyError(f"unknown layer type {layer_type!r}; use one of {sorted(k for k in _LAYER_TYPES if k)}")
+    else:
+        layer_type = _LAYER_TYPES[layer_type]
+    middle = f"{layer_type}." if layer_type else ""
+    return f"blocks.{layer}.{middle}hook_{name}"
+
+
+class ActivationCache:
+    """Activations by hook name, from `model.run_with_cache`.
+
+    Args:
+        cache_dict: name -> tensor (gradients under `name + "_grad"`).
+        model: the model that produced them (its config and weights serve the residual-stream methods).
+        has_batch_dim: whether dimension 0 is the batch (False after `remove_batch_dim()`).
+        pos_sliced: whether positions were sliced when caching (then LayerNorm scales are sliced alike).
+    """
+
+    def __init__(self, cache_dict: dict[str, torch.Tensor], model: Any, has_batch_dim: bool = True,
+                 pos_sliced: bool = False) -> None:
+        self.cache_dict = cache_dict
+        self.model = model
+        self.has_batch_dim = has_batch_dim
+        self.pos_sliced = pos_sliced
+
+    # ---- dict-like ----------------------------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
+    def _full_name(self, key: Any) -> str:
+        if isinstance(key, str):
+            return act_name(key) if key in ("embed", "scale", "normalized") else key
+        if isinstance(key, tuple) and key and isinstance(key[0], str):
+            name, layer = key[0], key[1] if len(key) > 1 else None
+            layer_type = key[2] if len(key) > 2 else None
+            if len(key) > 3:
+                raise KeyError(f"cache keys are name or (name, layer[, layer_type]), got {key!r}")
+            if layer is not None:
+                if not isinstance(layer, int):
+                    raise KeyError(f"layer must be an int, got {layer!r}")
+                if not -self.n_layers <= layer < self.n_layers:
+                    raise KeyError(f"layer {layer} is out of range for a {self.n_layers}-layer model")
+                layer %= self.n_layers
+            return act_name(name, layer, layer_type)
+        raise KeyError(f"cache keys are a hook name or a tuple (name, layer[, layer_type]), got {key!r}")
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        """`cache["blocks.0.hook_resid_pre"]`, `cache["pattern", 3]`, `cache["resid_pre", -1]`,
+        `cache["scale", 2, "ln1"]`, `cache["scale"]` (ln_final)."""
+        name = self._full_name(key)
+        if name in self.cache_dict:
+            return self.cache_dict[name]
+        valid = list(self.cache_dict)
+        hook_names = getattr(self.model, "hook_dict", {})
+        if name.removesuffix("_grad") in hook_names:
+            raise KeyError(f"{name!r} was not cached: run_with_cache(names_filter=...) stored {len(valid)} "
+                           f"values; include it in names_filter (or pass incl_bwd=True for gradients)")
+        close = difflib.get_close_matches(name, valid + list(hook_names), n=5, cutoff=0.5)
+        raise KeyError(f"no activation named {name!r}; closest valid names: {close}")
+
+    def __contains__(self, key: Any) -> bool:
+        try:
+            return self._full_name(key) in self.cache_dict
+        except KeyError:
+            return False
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.cache_dict)
+
+    def __len__(self) -> int:
+        return len(self.cache_dict)
+
+    def keys(self):
+        return self.cache_dict.keys()
+
+    def values(self):
+        return self.cache_dict.values()
+
+    def items(self):
+        return self.cache_dict.items()
+
+    def __repr__(self) -> str:
+        return f"ActivationCache with keys {list(self.cache_dict)}"
+
+    def nbytes(self) -> int:
+        """Bytes held by the stored tensors."""
+        return sum(t.numel() * t.element_size() for t in self.cache_dict.values())
+
+    def to(self, device: torch.device | str) -> "ActivationCache":
+        """Move every stored tensor to `device` (in place); returns self."""
+        self.cache_dict = {k: v.to(device) for k, v in self.cache_dict.items()}
+        return self
+
+    def remove_batch_dim(self) -> "ActivationCache":
+        """Drop the batch dimension of a batch-of-one cache (in place); returns self."""
+        if not self.has_batch_dim:
+            return self
+        sizes = {k: v.shape[0] for k, v in self.cache_dict.items()}
+        if any(s != 1 for s in sizes.values()):
+            raise ValueError(f"remove_batch_dim needs batch size 1, got sizes {sorted(set(sizes.values()))}")
+        self.cache_dict = {k: v[0] for k, v in self.cache_dict.items()}
+        self.has_batch_dim = False
+        return self
+
+    # ---- model pieces --------------------------------------------------------------------------------
+    def _base(self):
+        return self.model.base_model
+
+    def _ln(self, layer: int | None, mlp_input: bool):
+        """The LayerNorm module and its scale hook name reading the residual before `layer` (None: final)."""
+        if layer is None or layer >= self.n_layers:
+            return self._base().final_layer_norm, "ln_final.hook_scale"
+        which = "ln2" if mlp_input else "ln1"
+        block = self._base().layers[layer]
+        module = block.post_attention_layernorm if mlp_input else block.input_layernorm
+        return module, f"blocks.{layer}.{which}.hook_scale"
+
+    def _norm_layer(self, layer: int | None) -> int:
+        if layer is None or layer == -1:
+            return self.n_layers
+        if not 0 <= layer <= self.n_layers:
+            raise ValueError(f"layer must be in [0, {self.n_layers}] or -1/None (all), got {layer}")
+        return layer
+
+    @staticmethod
+    def _slice_pos(t: torch.Tensor, pos_slice: Any, dim: int) -> torch.Tensor:
+        if pos_slice is None:
+            return t
+        if isinstance(pos_slice, int):
+            return t.select(dim, pos_slice)
+        if isinstance(pos_slice, slice):
+            return t[(slice(None),) * (dim % t.dim()) + (pos_slice,)]
+        return t.index_select(dim, torch.as_tensor(pos_slice, dtype=torch.long, device=t.device) % t.shape[dim])
+
+    # ---- layer norm on stacks ----------------------------------------------------------------------
+    def apply_ln_to_stack(
+        self,
+        residual_stack: torch.Tensor,
+        layer: int | None = None,
+        mlp_input: bool = False,
+        pos_slice: Any = None,
+        batch_slice: Any = None,
+        has_batch_dim: bool = True,
+        include_weight: bool = True,
+        include_bias: bool = False,
+    ) -> torch.Tensor:
+        """Apply the LayerNorm reading the residual at `layer` to each component, with the cached scale.
+
+        LayerNorm is linear once its scale is fixed: each component is centred, divided by the scale the
+        whole residual had in this run, and multiplied by the LayerNorm weight. Summing the components then
+        gives the normalised residual minus the bias.
+
+        Args:
+            residual_stack: `[c, b, p, d]` (or `[c, p, d]` / `[c, b, d]` after slicing) residual components.
+            layer: whose input LayerNorm: None/-1/n_layers is ln_final; with `mlp_input` the layer's ln2.
+            pos_slice: the positions `residual_stack` was sliced to (the scale is sliced alike).
+            batch_slice: the batch rows it was sliced to.
+            include_weight: multiply by the LayerNorm weight (False: TransformerLens's folded convention).
+            include_bias: add the LayerNorm bias to every component (right only when each is a whole residual).
+
+        Returns:
+            `residual_stack`'s shape.
+        """
+        layer = self._norm_layer(layer)
+        module, scale_name = self._ln(layer, mlp_input)
+        if scale_name not in self.cache_dict:
+            raise KeyError(f"apply_ln needs {scale_name!r} in the cache; include it in names_filter")
+        scale = self.cache_dict[scale_name]  # [b, p, 1]
+        if batch_slice is not None and self.has_batch_dim and has_batch_dim:
+            scale = scale[batch_slice] if not isinstance(batch_slice, int) else scale[batch_slice:batch_slice + 1]
+        if not self.pos_sliced:
+            scale = self._slice_pos(scale, pos_slice, -2)
+        centred = residual_stack - residual_stack.mean(-1, keepdim=True)
+        out = centred / scale.to(centred.dtype)
+        if include_weight:
+            out = out * module.weight.detach().to(out.dtype)
+        if include_bias:
+            out = out + module.bias.detach().to(out.dtype)
+        return out
+
+    # ---- residual stream ---------------------------------------------------------------------------
+    def accumulated_resid(
+        self,
+        layer: int | None = None,
+        incl_mid: bool = False,
+        apply_ln: bool = False,
+        pos_slice: Any = None,
+        mlp_input: bool = False,
+        return_labels: bool = False,
+    ):
+        """The residual stream as it stood before each layer: `resid_pre` 0..layer (and `final_post`).
+
+        Args:
+            layer: up to and including `resid_pre` of this layer; None/-1/n_layers: all of them plus the final
+                `resid_post` (label `final_post`).
+            incl_mid: also `resid_mid` of each layer (sequential-residual models only).
+            apply_ln: apply the LayerNorm that reads the residual at `layer` (ln_final for all layers) to each
+                entry, with the entry's own statistics, weight and bias included (the logit lens): the last
+                entry then maps to the logits exactly.
+            pos_slice: keep these positions (an int drops the dimension).
+            mlp_input: for `layer < n_layers`, include `resid_mid` of `layer` and use its ln2.
+            return_labels: also return the labels (`0_pre`, `0_mid`, ..., `final_post`).
+
+        Returns:
+            `[c, b, p, d]` (and the labels).
+        """
+        layer = self._norm_layer(layer)
+        parts, labels = [], []
+        for l in range(layer + 1):
+            if l == self.n_layers:
+                parts.append(self["resid_post", self.n_layers - 1])
+                labels.append("final_post")
+                continue
+            parts.append(self["resid_pre", l])
+            labels.append(f"{l}_pre")
+            if (incl_mid and l < layer) or (mlp_input and l == layer):
+                parts.append(self[self._require_mid(l)])
+                labels.append(f"{l}_mid")
+        stack = self._slice_pos(torch.stack(parts), pos_slice, -2)
+        if apply_ln:
+            # Each entry is a whole residual stream: normalise it with its own statistics (as TransformerLens
+            # does here), weight and bias included. The final entry is then exactly what the unembedding reads.
+            module, _ = self._ln(layer, mlp_input)
+            stack = F.layer_norm(stack, module.normalized_shape, module.weight.detach(), module.bias.detach(),
+                                 module.eps)
+        return (stack, labels) if return_labels else stack
+
+    def _require_mid(self, layer: int) -> str:
+        name = f"blocks.{layer}.hook_resid_mid"
+        if self.model.config.use_parallel_residual:
+            raise ValueError("this model has a parallel residual: there is no resid_mid (hook_resid_mid)")
+        return name
+
+    def decompose_resid(
+        self,
+        layer: int | None = None,
+        mlp_input: bool = False,
+        mode: str = "all",
+        apply_ln: bool = False,
+        pos_slice: Any = None,
+        incl_embeds: bool = True,
+        return_labels: bool = False,
+    ):
+        """Split the residual stream before `layer` into what wrote it: `embed`, then `{L}_attn_out`,
+        `{L}_mlp_out` for each earlier layer. The components sum to the residual (`resid_pre` of `layer`,
+        or the final `resid_post`).
+
+        Args:
+            layer: None/-1/n_layers: everything, summing to the final residual.
+            mlp_input: include `layer`'s own attention output (what its MLP reads, sequential models).
+            mode: "all", "attn" or "mlp": which layer outputs to include.
+            apply_ln: apply the LayerNorm reading that residual (scale and weight, not the bias).
+            pos_slice: keep these positions.
+            incl_embeds: include the embedding.
+            return_labels: also return the labels.
+
+        Returns:
+            `[c, b, p, d]` (and the labels).
+        """
+        if mode not in ("all", "attn", "mlp"):
+            raise ValueError(f"mode must be 'all', 'attn' or 'mlp', got {mode!r}")
+        layer = self._norm_layer(layer)
+        parts, labels = [], []
+        if incl_embeds:
+            parts.append(self["hook_embed"])
+            labels.append("embed")
+        for l in range(layer):
+            if mode in ("all", "attn"):
+                parts.append(self["attn_out", l])
+                labels.append(f"{l}_attn_out")
+            if mode in ("all", "mlp"):
+                parts.append(self["mlp_out", l])
+                labels.append(f"{l}_mlp_out")
+        if mlp_input and layer < self.n_layers and mode in ("all", "attn"):
+            parts.append(self["attn_out", layer])
+            labels.append(f"{layer}_attn_out")
+        if not parts:
+            raise ValueError("decompose_resid selected no component")
+        stack = self._slice_pos(torch.stack(parts), pos_slice, -2)
+        if apply_ln:
+            stack = self.apply_ln_to_stack(stack, layer, mlp_input, pos_slice)
+        return (stack, labels) if return_labels else stack
+
+    # ---- heads and neurons -------------------------------------------------------------------------
+    def head_results(self, layer: int) -> torch.Tensor:
+        """Per-head outputs of `layer` `[b, p, h, d]`, before the output bias: `hook_result` if cached, else
+        computed from `hook_z` and the output weight."""
+        name = f"blocks.{layer}.attn.hook_result"
+        if name in self.cache_dict:
+            return self.cache_dict[name]
+        z = self["z", layer]  # [b, p, h, dh]
+        attn = self._base().layers[layer].attention
+        w_out = attn.dense.weight.detach().view(-1, attn.num_heads, attn.head_size)  # [d, h, dh]
+        return torch.einsum("...hf,dhf->...hd", z, w_out.to(z.dtype))
+
+    def stack_head_results(
+        self,
+        layer: int = -1,
+        return_labels: bool = False,
+        incl_remainder: bool = False,
+        pos_slice: Any = None,
+        apply_ln: bool = False,
+    ):
+        """Every head's output to the residual stream, for the layers before `layer` (-1/None: all).
+
+        Args:
+            incl_remainder: add a `remainder` component: the residual before `layer` minus all heads.
+            apply_ln: apply the LayerNorm reading the residual at `layer` (scale and weight).
+
+        Returns:
+            `[layers * heads (+1), b, p, d]` with labels `L{l}H{h}` (and `remainder`).
+        """
+        layer = self._norm_layer(layer)
+        parts, labels = [], []
+        for l in range(layer):
+            result = self.head_results(l)  # [b, p, h, d]
+            parts.append(result.movedim(-2, 0))
+            labels += [f"L{l}H{h}" for h in range(result.shape[-2])]
+        if not parts:
+            raise ValueError("stack_head_results(layer=0) has no heads before layer 0")
+        stack = torch.cat(parts)
+        if incl_remainder:
+            total = self.accumulated_resid(layer)[-1]
+            stack = torch.cat([stack, (total - stack.sum(0))[None]])
+            labels.append("remainder")
+        stack = self._slice_pos(stack, pos_slice, -2)
+        if apply_ln:
+            stack = self.apply_ln_to_stack(stack, layer, pos_slice=pos_slice)
+        return (stack, labels) if return_labels else stack
+
+    def stack_neuron_results(
+        self,
+        layer: int,
+        pos_slice: Any = None,
+        neuron_slice: Any = None,
+        return_labels: bool = False,
+        incl_remainder: bool = False,
+        apply_ln: bool = False,
+    ):
+        """Each MLP neuron's output to the residual stream (`post[n] * W_out[:, n]`), for layers before `layer`.
+
+        Args:
+            layer: layers 0..layer-1 (-1/None: all).
+            neuron_slice: which neurons of each layer (int, slice or list; default all). Bias excluded.
+            incl_remainder: add the residual before `layer` minus all neurons as `remainder`.
+
+        Returns:
+            `[layers * neurons (+1), b, p, d]` with labels `L{l}N{n}`.
+        """
+        layer = self._norm_layer(layer)
+        parts, labels = [], []
+        m = self.model.config.intermediate_size
+        index = torch.arange(m)
+        if neuron_slice is not None:
+            index = index[neuron_slice] if not isinstance(neuron_slice, (list, tuple)) else index[list(neuron_slice)]
+            index = index.reshape(-1)
+        for l in range(layer):
+            post = self._slice_pos(self["post", l], pos_slice, -2)[..., index.to(self["post", l].device)]
+            w = self._base().layers[l].mlp.dense_4h_to_h.weight.detach()[:, index]  # [d, n]
+            parts.append(torch.einsum("...n,dn->n...d", post, w.to(post.dtype)))
+            labels += [f"L{l}N{int(n)}" for n in index]
+        if not parts:
+            raise ValueError("stack_neuron_results(layer=0) has no neurons before layer 0")
+        stack = torch.cat(parts)
+        if incl_remainder:
+            total = self._slice_pos(self.accumulated_resid(layer)[-1], pos_slice, -2)
+            stack = torch.cat([stack, (total - stack.sum(0))[None]])
+            labels.append("remainder")
+        if apply_ln:
+            stack = self.apply_ln_to_stack(stack, layer, pos_slice=pos_slice)
+        return (stack, labels) if return_labels else stack
+
+    # ---- logits -------------------------------------------------------------------------------------
+    def unembedding(self) -> torch.Tensor:
+        """W_U as stored: `[v, d]` (`embed_out.weight`)."""
+        if not hasattr(self.model, "embed_out"):
+            raise TypeError(f"{type(self.model).__name__} has no unembedding (embed_out); use a causal LM")
+        return self.model.embed_out.weight.detach()
+
+    def logit_attrs(
+        self,
+        residual_stack: torch.Tensor,
+        tokens: int | str | torch.Tensor | Sequence[int],
+        incorrect_tokens: int | str | torch.Tensor | Sequence[int] | None = None,
+        pos_slice: Any = None,
+        batch_slice: Any = None,
+        has_batch_dim: bool = True,
+    ) -> torch.Tensor:
+        """Each component's direct contribution to the logit of `tokens` (minus that of `incorrect_tokens`).
+
+        As in TransformerLens, the stack is taken raw and the final LayerNorm is applied here, with the cached
+        scale (and, the weights being unfolded, the LayerNorm weight). The LayerNorm bias is no component's:
+        `logit_attrs(decompose_resid(), t).sum(0) + ln_final.bias @ W_U[t]` is the logit.
+
+        Args:
+            residual_stack: `[c, b, p, d]` raw components (`[c, b, d]` etc. after `pos_slice`).
+            tokens: an id or single-token string, or ids matching the stack's leading dims (`[b]`, `[b, p]`);
+                `[b]` against a stack with positions applies to every position.
+            incorrect_tokens: same form; the result is then a logit difference.
+            pos_slice, batch_slice: how the stack was sliced (the cached scale is sliced alike).
+
+        Returns:
+            `[c, ...]`: `LN(residual_stack) @ (W_U[tokens] - W_U[incorrect_tokens])`.
+        """
+        scaled = self.apply_ln_to_stack(residual_stack, None, pos_slice=pos_slice, batch_slice=batch_slice,
+                                        has_batch_dim=has_batch_dim)
+        return self.project_to_logits(scaled, tokens, incorrect_tokens)
+
+    def project_to_logits(
+        self,
+        normalized_stack: torch.Tensor,
+        tokens: int | str | torch.Tensor | Sequence[int],
+        incorrect_tokens: int | str | torch.Tensor | Sequence[int] | None = None,
+    ) -> torch.Tensor:
+        """`normalized_stack @ (W_U[tokens] - W_U[incorrect_tokens])` for an already normalised `[c, ..., d]`."""
+        direction = self._direction(tokens)
+        if incorrect_tokens is not None:
+            wrong = self._direction(incorrect_tokens)
+            if wrong.shape != direction.shape:
+                raise ValueError(f"tokens and incorrect_tokens must have the same shape, got "
+                                 f"{tuple(direction.shape[:-1])} and {tuple(wrong.shape[:-1])}")
+            direction = direction - wrong
+        lead = normalized_stack.dim() - 2  # dims between the component dim and d
+        if direction.dim() - 1 > lead:
+            raise ValueError(f"tokens of shape {tuple(direction.shape[:-1])} do not fit a stack of shape "
+                             f"{tuple(normalized_stack.shape)}")
+        while direction.dim() - 1 < lead and direction.dim() > 1:
+            direction = direction.unsqueeze(-2)  # [b, d] -> [b, 1, d]: the same token at every position
+        return (normalized_stack * direction.to(normalized_stack.dtype)).sum(-1)
+
+    def _direction(self, tokens: Any) -> torch.Tensor:
+        w_u = self.unembedding()
+        if isinstance(tokens, str):
+            tokenizer = getattr(self.model, "tokenizer", None)
+            if tokenizer is None:
+                raise ValueError("string tokens need model.tokenizer; pass token ids")
+            ids = tokenizer.encode(tokens, add_special_tokens=False)
+            if len(ids) != 1:
+                raise ValueError(f"{tokens!r} is {len(ids)} tokens, not one: {ids}")
+            tokens = ids[0]
+        ids = torch.as_tensor(tokens, dtype=torch.long, device=w_u.device)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= w_u.shape[0]):
+            raise ValueError(f"token ids must be in [0, {w_u.shape[0] - 1}]")
+        return w_u[ids]  # tokens.shape + [d]

@@ -1,0 +1,261 @@
+"""`AttentionView`: attention patterns per head, live in a kernel or as a standalone page."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import traitlets as t
+
+from workbench.viz import data as D
+from workbench.viz.base import VizWidget, pack
+
+THUMB = 40  # thumbnail side in cells; longer inputs are max-pooled down to it
+
+
+def quantise(p: np.ndarray) -> np.ndarray:
+    """Probabilities in [0, 1] -> uint8 (0..255), the precision the colour map can show anyway."""
+    return np.clip(np.rint(p * 255.0), 0, 255).astype(np.uint8)
+
+
+def pool_max(x: np.ndarray, m: int) -> np.ndarray:
+    """Block-max pool the last two axes (square, side n) down to side m (max keeps sharp heads visible).
+
+    Args:
+        x: [..., n, n].
+        m: output side, <= n.
+
+    Returns:
+        [..., m, m] with blocks of ceil(n / m) cells.
+    """
+    n = x.shape[-1]
+    if m >= n:
+        return x
+    f = -(-n // m)
+    pad = f * m - n
+    xp = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, pad), (0, pad)])
+    return xp.reshape(*x.shape[:-2], m, f, m, f).max(axis=(-3, -1))
+
+
+def head_stats(p: np.ndarray) -> np.ndarray:
+    """Per-head mean entropy over queries (nats) and max probability.
+
+    Args:
+        p: float patterns [head, q, k].
+
+    Returns:
+        [head, 2] float64: (mean entropy, max).
+    """
+    p = np.asarray(p, dtype=np.float32)
+    with np.errstate(divide="ignore"):
+        plogp = p * np.log(np.where(p > 0, p, 1.0))  # float32 is plenty; the sums run in float64
+    ent = -plogp.sum(-1, dtype=np.float64).mean(-1)
+    return np.stack([ent, p.max(axis=(-2, -1)).astype(np.float64)], axis=-1)
+
+
+def _select(values: int | Sequence[int] | None, total: int, what: str) -> list[int]:
+    if values is None:
+        return list(range(total))
+    items = [values] if isinstance(values, (int, np.integer)) else list(values)
+    bad = [v for v in items if not isinstance(v, (int, np.integer)) or not 0 <= v < total]
+    if not items or bad:
+        raise ValueError(f"{what} must be indices in 0..{total - 1}, got {values!r}")
+    return [int(v) for v in items]
+
+
+class AttentionView(VizWidget):
+    """Attention patterns: a layers x heads thumbnail grid and a large pattern for the selected head.
+
+    Hovering or clicking a token highlights what it attends to (blue) and what attends to it (orange).
+    Live, the browser asks the kernel for the head it shows, so 1,000+ token inputs stay responsive.
+
+    Args:
+        model: a GPT-NeoX model with `.tokenizer` (e.g. `workbench.load("demo")`).
+        text_or_tokens: a string, several strings, or token ids ([pos] or [batch, pos]).
+        layers: layer indices to show (default all).
+        heads: head indices to show (default all).
+
+    Example:
+        >>> AttentionView(model, ["The cat sat on the mat", "1 2 3 4 1 2 3 4"], layers=[0, 1])
+    """
+
+    _entry = "attention.js"
+    _state_keys = ("prompts", "layers", "heads", "prompt", "layer", "head", "title")
+
+    prompts = t.List(t.Dict()).tag(sync=True)  # [{"tokens": [str, ...]}]
+    layers = t.List(t.Int()).tag(sync=True)
+    heads = t.List(t.Int()).tag(sync=True)
+    prompt = t.Int(0).tag(sync=True)
+    layer = t.Int(0).tag(sync=True)
+    head = t.Int(0).tag(sync=True)
+    title = t.Unicode("").tag(sync=True)
+
+    def __init__(
+        self,
+        model: Any,
+        text_or_tokens: Any,
+        layers: int | Sequence[int] | None = None,
+        heads: int | Sequence[int] | None = None,
+        title: str = "",
+    ) -> None:
+        prompts = D.to_prompts(model, text_or_tokens)
+        patterns = [D.attention_patterns(model, p.ids) for p in prompts]  # per prompt: L x [head, q, k]
+        self._init_from(patterns, [p.tokens for p in prompts], layers, heads, title)
+
+    @classmethod
+    def from_cache(
+        cls,
+        cache: Any,
+        tokens: Sequence[str] | Sequence[Sequence[str]],
+        layers: int | Sequence[int] | None = None,
+        heads: int | Sequence[int] | None = None,
+        title: str = "",
+    ) -> "AttentionView":
+        """Build the view from patterns already computed.
+
+        Args:
+            cache: an ActivationCache (`cache["pattern", L]` -> [batch, head, q, k]), or a sequence over layers
+                of arrays/tensors shaped [batch, head, q, k] or [head, q, k] (e.g. transformers' `out.attentions`).
+            tokens: display strings, one list per batch row (a single list for one prompt).
+
+        Returns:
+            An AttentionView.
+        """
+        per_layer = _layers_of(cache)
+        tok_lists: list[list[str]] = [list(tokens)] if tokens and isinstance(tokens[0], str) else [list(x) for x in tokens]
+        batch = per_layer[0].shape[0]
+        if len(tok_lists) != batch:
+            raise ValueError(f"tokens has {len(tok_lists)} prompts but the patterns have batch size {batch}")
+        patterns = []
+        for b, toks in enumerate(tok_lists):
+            n = per_layer[0].shape[-1]
+            if len(toks) > n or per_layer[0].shape[-2] != n:
+                raise ValueError(f"prompt {b}: {len(toks)} tokens but patterns are {per_layer[0].shape[-2:]} (square, >= tokens)")
+            # left/right padding: keep the last len(toks) positions when the row is padded on the left
+            k = len(toks)
+            patterns.append([a[b, :, n - k :, n - k :] if n != k else a[b] for a in per_layer])
+        self = cls.__new__(cls)
+        self._init_from(patterns, tok_lists, layers, heads, title)
+        return self
+
+    def _init_from(self, patterns: list[list[np.ndarray]], tokens: list[list[str]], layers: Any, heads: Any, title: str) -> None:
+        n_layers, n_heads = len(patterns[0]), patterns[0][0].shape[0]
+        lsel = _select(layers, n_layers, "layers")
+        hsel = _select(heads, n_heads, "heads")
+        self._q: list[np.ndarray] = []  # per prompt: uint8 [L_sel, H_sel, n, n]
+        self._stats: list[np.ndarray] = []  # per prompt: [L_sel, H_sel, 2]
+        for per_layer in patterns:
+            sel = [np.asarray(per_layer[l], dtype=np.float32)[hsel] for l in lsel]
+            self._stats.append(np.stack([head_stats(s) for s in sel]))
+            self._q.append(np.stack([quantise(s) for s in sel]))
+        super().__init__(
+            prompts=[{"tokens": list(tk)} for tk in tokens], layers=lsel, heads=hsel,
+            layer=lsel[0], head=hsel[0], prompt=0, title=title,
+        )  # fmt: skip
+
+    # ---- requests
+    def _index(self, request: dict[str, Any]) -> tuple[int, int, int]:
+        p = int(request.get("prompt", 0))
+        if not 0 <= p < len(self._q):
+            raise KeyError(f"prompt {p} out of range 0..{len(self._q) - 1}")
+        layer, head = int(request.get("layer", self.layers[0])), int(request.get("head", self.heads[0]))
+        if layer not in self.layers or head not in self.heads:
+            raise KeyError(f"layer {layer} / head {head} not in this view (layers {self.layers}, heads {self.heads})")
+        return p, self.layers.index(layer), self.heads.index(head)
+
+    def _respond(self, request: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
+        what = request.get("what")
+        if what == "thumbs":
+            p, _, _ = self._index(request)
+            th = pool_max(self._q[p], THUMB)
+            return {"t": th.shape[-1], "layers": self.layers, "heads": self.heads}, [th.tobytes()]
+        if what == "head":
+            p, li, hi = self._index(request)
+            ent, mx = self._stats[p][li, hi]
+            meta = {"n": self._q[p].shape[-1], "layer": self.layers[li], "head": self.heads[hi], "entropy": float(ent), "max": float(mx)}
+            return meta, [self._q[p][li, hi].tobytes()]
+        raise ValueError(f"unknown request {what!r}; expected 'head' or 'thumbs'")
+
+    def pattern(self, prompt: int = 0, layer: int | None = None, head: int | None = None) -> np.ndarray:
+        """The quantised pattern the view shows, as probabilities [q, k] (steps of 1/255)."""
+        p, li, hi = self._index({"prompt": prompt, "layer": self.layer if layer is None else layer, "head": self.head if head is None else head})
+        return self._q[p][li, hi].astype(np.float32) / 255.0
+
+    # ---- standalone page
+    def _static_payload(self, max_bytes: int) -> dict[str, Any]:
+        """Patterns per (prompt, layer), deflated; precision and then resolution drop until the budget fits."""
+        prompts = []
+        budget = max_bytes
+        thumbs = [pack(pool_max(q, THUMB)) for q in self._q]
+        budget -= sum(len(s) for s in thumbs) + 2000 * len(self._q)
+        sizes = [q[0, 0].size * q.shape[0] * q.shape[1] for q in self._q]
+        for pi, q in enumerate(self._q):
+            share = budget * sizes[pi] / sum(sizes)  # budget split by raw size
+            layers_b64, bits, m = _encode_within(q, share)
+            prompts.append({
+                "n": int(q.shape[-1]), "m": m, "bits": bits, "layers": layers_b64, "t": int(min(THUMB, q.shape[-1])),
+                "thumbs": thumbs[pi], "stats": np.round(self._stats[pi], 6).tolist(),
+            })  # fmt: skip
+        return {"layers": self.layers, "heads": self.heads, "prompts": prompts}
+
+
+def _layers_of(cache: Any) -> list[np.ndarray]:
+    """Per-layer numpy patterns [batch, head, q, k] from an ActivationCache or a sequence of arrays."""
+    items: list[Any] = []
+    if isinstance(cache, (list, tuple)):
+        items = list(cache)
+    else:
+        l = 0
+        while True:
+            try:
+                items.append(cache["pattern", l])
+            except (KeyError, IndexError):
+                break
+            l += 1
+        if not items:
+            raise TypeError("cache must be an ActivationCache with cache['pattern', L] or a sequence of per-layer arrays")
+    out = []
+    for a in items:
+        arr = a.detach().float().cpu().numpy() if hasattr(a, "detach") else np.asarray(a, dtype=np.float32)
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.ndim != 4:
+            raise ValueError(f"patterns must be [batch, head, q, k] or [head, q, k], got shape {arr.shape}")
+        out.append(arr)
+    return out
+
+
+def _encode_within(q: np.ndarray, budget: float) -> tuple[list[str], int, int]:
+    """Deflate per layer at the best (bits, resolution) whose predicted size fits `budget` bytes.
+
+    Args:
+        q: uint8 [L, H, n, n].
+
+    Returns:
+        (base64 strings per layer, bits 8 or 4, stored side m).
+    """
+    n = q.shape[-1]
+    options = [(8, n), (4, n)]
+    m = n
+    while m > 16:
+        m = -(-m // 2)
+        options.append((4, m))
+    for bits, side in options:
+        first = _encode_layer(q[0], bits, side)
+        if len(first) * q.shape[0] > budget * 1.05 and (bits, side) != options[-1]:
+            continue  # extrapolated from layer 0: too big, skip the full encode
+        encoded = [first] + [_encode_layer(q[l], bits, side) for l in range(1, q.shape[0])]
+        if sum(map(len, encoded)) <= budget or (bits, side) == options[-1]:
+            return encoded, bits, side
+    raise AssertionError("unreachable")
+
+
+def _encode_layer(ql: np.ndarray, bits: int, side: int) -> str:
+    x = pool_max(ql, side)
+    if bits == 4:
+        x4 = np.rint(x.astype(np.float32) * 15 / 255).astype(np.uint8).reshape(x.shape[0], -1)
+        if x4.shape[1] % 2:
+            x4 = np.pad(x4, [(0, 0), (0, 1)])
+        x = x4[:, 0::2] | (x4[:, 1::2] << 4)
+    return pack(x)

@@ -1,0 +1,131 @@
+"""`VizWidget`: the anywidget base every workbench widget shares.
+
+Live in a kernel, the browser sends `{"type": "request", "id", "what", ...}` custom messages and the widget
+answers `{"type": "response", "id", "ok", "meta"}` plus binary buffers. `to_html` writes the same front-end
+code into one page, where a stand-in model answers those requests from data embedded in the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import zlib
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anywidget
+import numpy as np
+
+from workbench.viz import static
+
+DEFAULT_MAX_BYTES = 5_000_000
+
+
+def pack(arr: np.ndarray, level: int = 6) -> str:
+    """uint8 array -> zlib-deflated, base64 text (the page inflates it with DecompressionStream)."""
+    return base64.b64encode(zlib.compress(np.ascontiguousarray(arr, dtype=np.uint8).tobytes(), level)).decode("ascii")
+
+
+def _json_for_script(obj: Any) -> str:
+    # "</" would close the <script> element that holds the JSON.
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+
+
+class VizWidget(anywidget.AnyWidget):
+    """Shared machinery: request dispatch, standalone HTML export and the HTML fallback in notebooks."""
+
+    _entry: ClassVar[str] = ""
+    _state_keys: ClassVar[tuple[str, ...]] = ()
+    #: Byte budget of the static page embedded next to the live widget (shown by frontends without widget
+    #: support: nbviewer, VS Code without the widget renderer); 0 turns the fallback off.
+    fallback_max_bytes: ClassVar[int] = 1_500_000
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        if cls.__dict__.get("_entry"):
+            cls._esm = static.bundle(cls._entry)
+            cls._css = static.css()
+        super().__init_subclass__(**kwargs)
+
+    def __init__(self, **traits: Any) -> None:
+        super().__init__(**traits)
+        self.on_msg(self._on_custom_msg)
+
+    # ---- kernel side of the request channel
+    def _on_custom_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if not isinstance(content, dict) or content.get("type") != "request":
+            return
+        try:
+            meta, buffers = self._respond(content)
+            meta = dict(meta, source="kernel")
+            self.send({"type": "response", "id": content.get("id"), "ok": True, "meta": meta}, buffers=buffers)
+        except Exception as err:  # the browser shows the message instead of hanging
+            self.send({"type": "response", "id": content.get("id"), "ok": False, "error": f"{type(err).__name__}: {err}"})
+
+    def _respond(self, request: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
+        """Answer one browser request; returns (JSON-able meta, binary buffers)."""
+        raise NotImplementedError
+
+    def _static_payload(self, max_bytes: int) -> dict[str, Any]:
+        """Everything the standalone page's responder needs, as JSON-able data, within `max_bytes`."""
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self._state_keys}
+
+    # ---- export
+    def to_html(self, path: str | Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES, title: str | None = None) -> str:
+        """Write one standalone HTML page (data, JS and CSS inline; no kernel, no network).
+
+        Args:
+            path: where to write the page; None only returns it.
+            max_bytes: size budget of the page; long inputs are stored at lower precision/resolution to fit
+                (the page says so).
+            title: the page's <title>.
+
+        Returns:
+            The page as a string.
+        """
+        if max_bytes < 50_000:
+            raise ValueError(f"max_bytes must be at least 50000, got {max_bytes}")
+        payload = self._static_payload(max_bytes - 60_000 - len(self._esm) - len(self._css))
+        payload["source"] = "standalone page"
+        name = title or type(self).__name__
+        boot = (
+            "\n// ---- standalone bootstrap\n"
+            "{\n"
+            "  const state = JSON.parse(document.getElementById('wb-state').textContent);\n"
+            "  const data = JSON.parse(document.getElementById('wb-data').textContent);\n"
+            "  const el = document.getElementById('wb-root');\n"
+            "  render({ model: staticModel(state, staticResponder(data)), el });\n"
+            "  el.dataset.ready = '1';\n"
+            "}\n"
+        )
+        page = (
+            "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(name)}</title>\n<style>\n{self._css}\n</style></head>\n<body>\n"
+            '<div id="wb-root"></div>\n'
+            f'<script type="application/json" id="wb-state">{_json_for_script(self._state())}</script>\n'
+            f'<script type="application/json" id="wb-data">{_json_for_script(payload)}</script>\n'
+            f'<script type="module">\n{self._esm}{boot}</script>\n</body></html>\n'
+        )
+        if path is not None:
+            Path(path).write_text(page, encoding="utf-8")
+        return page
+
+    def _repr_html_(self) -> str:
+        """The standalone page in a sandboxed iframe, for frontends that cannot show widgets."""
+        page = self.to_html(max_bytes=max(self.fallback_max_bytes, 200_000))
+        return (
+            f'<iframe srcdoc="{html.escape(page, quote=True)}" sandbox="allow-scripts" '
+            'style="width:100%;height:760px;border:0"></iframe>'
+        )
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is None or not self.fallback_max_bytes:
+            return bundle
+        data, meta = bundle
+        data = dict(data)
+        data["text/html"] = self._repr_html_()
+        return data, meta

@@ -1,0 +1,176 @@
+"""`TokenView`: text coloured by a value per token, with a neuron/component selector and top examples."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import traitlets as t
+
+from workbench.viz import data as D
+from workbench.viz.base import VizWidget
+
+KINDS = ("loss", "neuron", "dla")
+
+
+def _nan_to_none(a: np.ndarray) -> list[float | None]:
+    return [None if not np.isfinite(x) else round(float(x), 6) for x in a]
+
+
+class TokenView(VizWidget):
+    """Tokens coloured by a per-token value, chosen in the browser and computed in the kernel.
+
+    Values: `"loss"` (cross-entropy of each token given the ones before it), an MLP neuron's activation
+    (`kind="neuron"`, `layer`, `neuron`), or a component's direct logit attribution to the actual next token
+    (`kind="dla"`, `component` such as `"L3.attn"`, `"L3.mlp"`, `"embed"`). For a neuron the view also lists its
+    top-activating examples over `examples`.
+
+    Args:
+        model: a GPT-NeoX model with `.tokenizer`.
+        texts: a string or several strings (or token ids).
+        kind, layer, neuron, component: the initial value shown.
+        examples: texts searched for a neuron's top activations (default: `texts`).
+        neurons: extra (layer, neuron) pairs to precompute for the standalone page.
+        k: how many top examples; window: tokens of context before the top token.
+    """
+
+    _entry = "token_view.js"
+    _state_keys = ("texts", "kind", "layer", "neuron", "component", "components", "n_layers", "d_mlp", "neuron_options", "title")
+
+    texts = t.List(t.Dict()).tag(sync=True)
+    kind = t.Unicode("loss").tag(sync=True)
+    layer = t.Int(0).tag(sync=True)
+    neuron = t.Int(0).tag(sync=True)
+    component = t.Unicode("embed").tag(sync=True)
+    components = t.List(t.Unicode()).tag(sync=True)
+    n_layers = t.Int(1).tag(sync=True)
+    d_mlp = t.Int(1).tag(sync=True)
+    neuron_options = t.List(t.List()).tag(sync=True)  # only set in standalone pages
+    title = t.Unicode("").tag(sync=True)
+
+    def __init__(
+        self,
+        model: Any,
+        texts: Any,
+        kind: str = "loss",
+        layer: int = 0,
+        neuron: int = 0,
+        component: str | None = None,
+        examples: Any = None,
+        neurons: Sequence[tuple[int, int]] = (),
+        k: int = 8,
+        window: int = 8,
+        title: str = "",
+    ) -> None:
+        self._prompts = D.to_prompts(model, texts)
+        self._examples = self._prompts if examples is None else D.to_prompts(model, examples)
+        self._k, self._window = k, window
+        self._loss, self._post, self._dla = [], [], []
+        labels: list[str] = []
+        for p in self._prompts:
+            loss = D.per_token_loss(model, p.ids)
+            self._loss.append(np.concatenate([[np.nan], loss]))  # token t's loss given tokens < t
+            self._post.append(D.mlp_post(model, p.ids).astype(np.float16))  # [L, pos, d_mlp]
+            nxt = p.ids[1:] + [p.ids[-1]]
+            contrib, labels = D.direct_logit_attribution(model, p.ids, D.unembed_directions(model, nxt))
+            contrib[:, -1] = np.nan  # the last position has no next token
+            self._dla.append(contrib)
+        self._ex_post = (
+            self._post if examples is None else [D.mlp_post(model, p.ids).astype(np.float16) for p in self._examples]
+        )
+        n_layers, d_mlp = self._post[0].shape[0], self._post[0].shape[2]
+        self._extra = [(int(l), int(n)) for l, n in neurons]
+        component = labels[-1] if component is None else component
+        self._check(kind, layer, neuron, component, n_layers, d_mlp, labels)
+        for l, n in self._extra:
+            self._check("neuron", l, n, component, n_layers, d_mlp, labels)
+        super().__init__(
+            texts=[{"tokens": p.tokens} for p in self._prompts], kind=kind, layer=layer, neuron=neuron, component=component,
+            components=labels, n_layers=n_layers, d_mlp=d_mlp, title=title,
+        )  # fmt: skip
+
+    @staticmethod
+    def _check(kind: str, layer: int, neuron: int, component: str, n_layers: int, d_mlp: int, labels: list[str]) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if not 0 <= layer < n_layers:
+            raise ValueError(f"layer must be in 0..{n_layers - 1}, got {layer}")
+        if not 0 <= neuron < d_mlp:
+            raise ValueError(f"neuron must be in 0..{d_mlp - 1}, got {neuron}")
+        if component not in labels:
+            raise ValueError(f"component must be one of {labels}, got {component!r}")
+
+    def values(self, key: str) -> dict[str, Any]:
+        """Values for `key` ("loss", "neuron:L:N", "dla:<component>") as the browser receives them.
+
+        Returns:
+            dict with `values` (per text, per token, None where undefined), `lo`, `hi`, `diverging`, `label`, and
+            for neurons `examples` (top activations over the example texts, with context windows).
+        """
+        out: dict[str, Any] = {"key": key}
+        if key == "loss":
+            vals = self._loss
+            out.update(label="loss (nats)", diverging=False)
+        elif key.startswith("neuron:"):
+            try:
+                _, l, n = key.split(":")
+                layer, neuron = int(l), int(n)
+            except ValueError as err:
+                raise ValueError(f"neuron key must look like 'neuron:<layer>:<index>', got {key!r}") from err
+            self._check("neuron", layer, neuron, self.components[0], self.n_layers, self.d_mlp, self.components)
+            vals = [p[layer, :, neuron].astype(np.float64) for p in self._post]
+            out.update(label=f"L{layer} neuron {neuron}", diverging=True, examples=self.top_examples(layer, neuron))
+            out["n_example_texts"] = len(self._examples)
+        elif key.startswith("dla:"):
+            comp = key[4:]
+            if comp not in self.components:
+                raise ValueError(f"component must be one of {self.components}, got {comp!r}")
+            ci = self.components.index(comp)
+            vals = [d[ci] for d in self._dla]
+            out.update(label=f"{comp} \u2192 logit of next token", diverging=True)
+        else:
+            raise ValueError(f"unknown value {key!r}; expected 'loss', 'neuron:<layer>:<index>' or 'dla:<component>'")
+        finite = np.concatenate([v[np.isfinite(v)] for v in vals] + [np.zeros(1)])
+        out.update(values=[_nan_to_none(v) for v in vals], lo=float(finite.min()), hi=float(finite.max()))
+        return out
+
+    def top_examples(self, layer: int, neuron: int) -> list[dict[str, Any]]:
+        """The `k` highest activations of a neuron over the example texts, each with its context window.
+
+        Returns:
+            list of {"score", "text", "pos", "tokens", "values", "center"} sorted by score, highest first.
+        """
+        cands = []
+        for ti, post in enumerate(self._ex_post):
+            acts = post[layer, :, neuron].astype(np.float64)
+            for pos in np.argsort(-acts)[: self._k]:
+                cands.append((float(acts[pos]), ti, int(pos)))
+        cands.sort(key=lambda c: -c[0])
+        out = []
+        for score, ti, pos in cands[: self._k]:
+            lo, hi = max(0, pos - self._window), min(len(self._examples[ti].ids), pos + 3)
+            acts = self._ex_post[ti][layer, lo:hi, neuron].astype(np.float64)
+            out.append({
+                "score": score, "text": ti, "pos": pos, "tokens": self._examples[ti].tokens[lo:hi],
+                "values": _nan_to_none(acts), "center": pos - lo,
+            })  # fmt: skip
+        return out
+
+    def _respond(self, request: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
+        if request.get("what") != "values":
+            raise ValueError(f"unknown request {request.get('what')!r}; expected 'values'")
+        return self.values(str(request.get("key", "loss"))), []
+
+    def _neurons_for_page(self) -> list[tuple[int, int]]:
+        pairs = [(self.layer, self.neuron)] + self._extra
+        return list(dict.fromkeys(pairs))
+
+    def _state(self) -> dict[str, Any]:
+        state = super()._state()
+        state["neuron_options"] = [[f"{l}:{n}", f"L{l} neuron {n}"] for l, n in self._neurons_for_page()]
+        return state
+
+    def _static_payload(self, max_bytes: int) -> dict[str, Any]:
+        keys = ["loss"] + [f"dla:{c}" for c in self.components] + [f"neuron:{l}:{n}" for l, n in self._neurons_for_page()]
+        return {"values": {k: self.values(k) for k in keys}}
