@@ -112,7 +112,9 @@ def _compare(ours, theirs: dict, tasks: list[str], shots: int, data_dir: Path) -
             lls = [float(x[0]) for x in s["filtered_resps"]]
             greedy = [bool(x[1]) for x in s["filtered_resps"]]
             n = len(lls)
-            assert rec["loglikelihoods"][:n] == pytest.approx(lls, abs=1e-4), f"{name} doc {s['doc_id']}"
+            # 1e-4, or float32's accumulated rounding on a long continuation (a 178-token PIQA answer sums to
+            # -690.56: 1e-4 there is a relative 1.4e-7, below what two float32 kernel orders can promise)
+            assert rec["loglikelihoods"][:n] == pytest.approx(lls, abs=1e-4, rel=5e-7), f"{name} doc {s['doc_id']}"
             assert rec["is_greedy"][:n] == greedy, f"{name} doc {s['doc_id']}"
             for metric in ("acc", "acc_norm"):
                 if metric in s:

