@@ -1,28 +1,16 @@
 // AttentionView: a layers x heads grid of thumbnails and a large pattern for the selected head.
 // The pattern of the shown head is requested on demand (from the kernel when live, from the embedded
 // data in a standalone page), so long inputs never ship every head at full resolution at once.
-import { h, select, showToken, BLUES, drawMatrix, requester, staticModel, inflate, tooltip, esc } from "./common.js";
+import { h, select, showToken, BLUES, drawMatrix, staticModel, scaffold, inflate, esc } from "./common.js";
 
 const BIG = 440; // CSS pixels of the large pattern
 
 function render({ model, el }) {
   const t0 = performance.now();
-  const root = h("div", "wb wb-attn");
-  el.appendChild(root);
-  const rq = requester(model);
-  const tip = tooltip(root);
+  const { root, bar, set, rq, tip } = scaffold(model, el, "wb-attn");
   const layers = model.get("layers");
   const heads = model.get("heads");
   const prompts = model.get("prompts");
-
-  const title = model.get("title");
-  if (title) root.appendChild(h("div", "wb-title", title));
-  const bar = h("div", "wb-bar");
-  root.appendChild(bar);
-  const set = (k, v) => {
-    model.set(k, v);
-    model.save_changes();
-  };
   if (prompts.length > 1) {
     bar.appendChild(
       select("prompt", prompts.map((p, i) => [i, `${i}: ${p.tokens.slice(0, 6).join("").slice(0, 30)}\u2026`]), model.get("prompt"), (v) => set("prompt", +v)),

@@ -168,3 +168,19 @@ export function tooltip(root) {
 export function esc(s) {
   return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 }
+
+// What every widget starts with: its root element, the request channel to the kernel (or the embedded data),
+// a tooltip, a setter that syncs a trait back to Python, the optional title and the bar of selectors.
+export function scaffold(model, el, cls) {
+  const root = h("div", `wb ${cls}`);
+  el.appendChild(root);
+  const title = model.get("title");
+  if (title) root.appendChild(h("div", "wb-title", title));
+  const bar = h("div", "wb-bar");
+  root.appendChild(bar);
+  const set = (k, v) => {
+    model.set(k, v);
+    model.save_changes();
+  };
+  return { root, bar, set, rq: requester(model), tip: tooltip(root) };
+}

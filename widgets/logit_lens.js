@@ -1,22 +1,11 @@
 // LogitLensView: layers x positions, each cell the top token of the residual stream decoded through the
 // final layer norm and unembedding, coloured by the probability (or rank) of a target token.
-import { h, select, showToken, BLUES, lutColor, inkFor, requester, staticModel, tooltip, esc } from "./common.js";
+import { h, select, showToken, BLUES, lutColor, inkFor, staticModel, scaffold, esc } from "./common.js";
 
 function render({ model, el }) {
-  const root = h("div", "wb wb-lensview");
-  el.appendChild(root);
-  const rq = requester(model);
-  const tip = tooltip(root);
+  const { root, bar, set, rq, tip } = scaffold(model, el, "wb-lensview");
   const prompts = model.get("prompts");
   const rows = model.get("row_labels");
-  const set = (k, v) => {
-    model.set(k, v);
-    model.save_changes();
-  };
-  const title = model.get("title");
-  if (title) root.appendChild(h("div", "wb-title", title));
-  const bar = h("div", "wb-bar");
-  root.appendChild(bar);
   if (prompts.length > 1) {
     bar.appendChild(select("prompt", prompts.map((p, i) => [i, `${i}: ${p.tokens.slice(0, 6).join("").slice(0, 30)}\u2026`]), model.get("prompt"), (v) => set("prompt", +v)));
   }

@@ -1,20 +1,9 @@
 // TokenView: text coloured by one value per token (loss, a neuron's activation, a component's direct logit
 // attribution), a selector that asks the kernel for another value, and a neuron's top-activating examples.
-import { h, select, showToken, BLUES, RDBU, lutColor, inkFor, requester, staticModel, tooltip, esc } from "./common.js";
+import { h, select, showToken, BLUES, RDBU, lutColor, inkFor, staticModel, scaffold, esc } from "./common.js";
 
 function render({ model, el }) {
-  const root = h("div", "wb wb-tokenview");
-  el.appendChild(root);
-  const rq = requester(model);
-  const tip = tooltip(root);
-  const set = (k, v) => {
-    model.set(k, v);
-    model.save_changes();
-  };
-  const title = model.get("title");
-  if (title) root.appendChild(h("div", "wb-title", title));
-  const bar = h("div", "wb-bar");
-  root.appendChild(bar);
+  const { root, bar, set, rq, tip } = scaffold(model, el, "wb-tokenview");
   const kinds = [["loss", "per-token loss"], ["neuron", "MLP neuron"], ["dla", "direct logit attribution"]];
   const kindSel = select("value", kinds, model.get("kind"), (v) => set("kind", v));
   bar.appendChild(kindSel);
