@@ -11,11 +11,9 @@ hidden 64) with the real GPT-NeoX-20B tokenizer.
 
 from __future__ import annotations
 
-import json
 import os
 import logging
 import random
-import shutil
 from pathlib import Path
 
 import pytest
@@ -32,34 +30,6 @@ ZERO_SHOT = ["piqa", "arc_easy", "winogrande", "lambada_openai", "hellaswag"]
 # head and a log-softmax over the 50k vocabulary at every position of every ~700-token 5-shot prompt).
 FIVE_SHOT_PROMPTS = ["piqa", "arc_easy", "winogrande", "hellaswag", "mmlu_anatomy"]
 FIVE_SHOT_NUMBERS = ["winogrande"]
-
-
-def build_tiny_model(out: Path, tokenizer_file: Path) -> Path:
-    """A random 2-layer GPT-NeoX saved with transformers, with the GPT-NeoX-20B tokenizer beside it."""
-    import torch
-
-    cfg = transformers.GPTNeoXConfig(
-        vocab_size=50304, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
-        max_position_embeddings=2048, rotary_pct=0.25, bos_token_id=0, eos_token_id=0, tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    transformers.GPTNeoXForCausalLM(cfg).eval().save_pretrained(out)
-    shutil.copy(tokenizer_file, out / "tokenizer.json")
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "GPTNeoXTokenizer", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
-        "unk_token": "<|endoftext|>", "pad_token": "<|padding|>", "add_bos_token": False, "add_eos_token": False,
-    }))
-    return out
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, neox_tokenizer_file) -> Path:
-    import workbench
-
-    demo = workbench.demo_path()
-    if (demo / "config.json").is_file():
-        return demo
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_neox"), neox_tokenizer_file)
 
 
 @pytest.fixture(scope="module")

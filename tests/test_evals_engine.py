@@ -16,17 +16,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from test_evals_agreement import build_tiny_model  # noqa: E402  (tests/ is on sys.path under pytest)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, neox_tokenizer_file) -> Path:
-    import workbench
-
-    demo = workbench.demo_path()
-    if (demo / "config.json").is_file():
-        return demo
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_neox"), neox_tokenizer_file)
+from conftest import build_tiny_model  # noqa: E402  (shared with the agreement tests)
 
 
 @pytest.fixture(scope="module")
