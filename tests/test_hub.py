@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 import workbench
+import workbench.hub
 from workbench.hub import HubUnavailableError, resolve_model_dir
 
 TINY = dict(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
@@ -93,3 +95,49 @@ def test_local_directory_wins_over_hub(tmp_path):
 def test_missing_local_path_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint directory"):
         workbench.load(str(tmp_path / "nowhere"))
+
+
+@pytest.fixture
+def silent_hub(hub_cache, monkeypatch):
+    """Online mode against a hub endpoint that accepts connections and never answers (a hung proxy or server)."""
+    import socket
+    import threading
+
+    import huggingface_hub.constants as constants
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held = []
+
+    def accept_and_ignore() -> None:
+        try:
+            while True:
+                held.append(server.accept()[0])
+        except OSError:  # the server socket was closed at teardown
+            pass
+
+    threading.Thread(target=accept_and_ignore, daemon=True).start()
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setattr(workbench.hub, "HUB_PROBE_TIMEOUT_S", 1.0)
+    yield hub_cache
+    server.close()
+
+
+def test_silent_hub_is_detected(silent_hub):
+    assert not workbench.hub.hub_reachable()
+
+
+def test_silent_hub_resolves_from_cache(silent_hub):
+    snapshot, _ = silent_hub["main"]
+    assert resolve_model_dir("org/tiny").resolve() == snapshot.resolve()
+
+
+def test_silent_hub_fails_fast_when_uncached(silent_hub):
+    # without the probe huggingface_hub waits on the silent server for minutes; this bound only catches a hang
+    start = time.monotonic()
+    with pytest.raises(HubUnavailableError, match=r"did not answer within 1 s.*not in the local cache"):
+        workbench.load("org/not-cached")
+    assert time.monotonic() - start < 60

@@ -22,6 +22,10 @@ CHECKPOINT_PATTERNS = [
 BIN_PATTERNS = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
 
 
+# A hub that accepts connections but never answers would otherwise hang huggingface_hub for minutes.
+HUB_PROBE_TIMEOUT_S = 5.0
+
+
 class HubUnavailableError(OSError):
     """The Hugging Face Hub could not be reached and the files are not in the local cache."""
 
@@ -64,23 +68,43 @@ def resolve_model_dir(name_or_path: str | os.PathLike, revision: str | None = No
     return _snapshot(name, revision, allow_bin)
 
 
-def _snapshot(repo_id: str, revision: str | None, allow_bin: bool) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+def hub_reachable(timeout: float | None = None) -> bool:
+    """Whether the hub endpoint (`HF_ENDPOINT`) answers an HTTP request within `timeout` seconds.
+
+    Any HTTP status counts as an answer; a refused, failed or silent connection does not. The request goes
+    through huggingface_hub's own session, so its proxy and header settings apply. `timeout` defaults to
+    `HUB_PROBE_TIMEOUT_S`.
+    """
+    from huggingface_hub import constants, get_session
 
     try:
-        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=CHECKPOINT_PATTERNS))
+        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT_S if timeout is None else timeout)
+    except Exception:  # httpx's connect/read/timeout errors and OSError alike: no answer
+        return False
+    return True
+
+
+def _snapshot(repo_id: str, revision: str | None, allow_bin: bool) -> Path:
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    # Unreachable hub: resolve from the cache alone (as HF_HUB_OFFLINE=1 would) instead of waiting on retries.
+    offline = constants.HF_HUB_OFFLINE or not hub_reachable()
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=CHECKPOINT_PATTERNS,
+                                        local_files_only=offline))  # fmt: skip
         has_safetensors = any(folder.glob("*.safetensors"))
         if allow_bin and not has_safetensors:
-            folder = Path(
-                snapshot_download(repo_id, revision=revision, allow_patterns=CHECKPOINT_PATTERNS + BIN_PATTERNS)
-            )
+            folder = Path(snapshot_download(repo_id, revision=revision, local_files_only=offline,
+                                            allow_patterns=CHECKPOINT_PATTERNS + BIN_PATTERNS))  # fmt: skip
     except RepositoryNotFoundError as err:
         raise FileNotFoundError(f"{repo_id!r} is neither a local directory nor a hub repository: {err}") from err
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as err:
         where = f"{repo_id}" + (f" at revision {revision!r}" if revision else "")
+        why = f"the hub at {constants.ENDPOINT} did not answer within {HUB_PROBE_TIMEOUT_S:g} s and " if (
+            offline and not constants.HF_HUB_OFFLINE) else ""
         raise HubUnavailableError(
-            f"could not fetch {where} from the Hugging Face Hub and it is not in the local cache "
+            f"could not fetch {where} from the Hugging Face Hub: {why}it is not in the local cache "
             f"({type(err).__name__}: {err}). Download it elsewhere and pass the local directory instead, "
             f"e.g. workbench.load('/path/to/{repo_id.split('/')[-1]}')"
         ) from err
