@@ -54,7 +54,7 @@ from .data import (
 
 LOG_COLUMNS = [
     "step", "tokens", "lr", "loss", "grad_norm", "tokens_per_s", "elapsed_s",
-    "val_loss", "val_bits_per_byte", "induction_max", "induction_head",
+    "val_loss", "val_bits_per_byte", "induction_max", "induction_head", "copy_loss_ratio",
 ]  # fmt: skip
 DTYPES = ("fp32", "bf16")
 
@@ -150,19 +150,22 @@ DEMO_MODEL = {
 }
 
 RECIPES: dict[str, dict[str, Any]] = {
-    # 4,000 steps x 16 rows x 128 tokens (8.2 M tokens); about 70 min on one thread of a busy 2-core CPU.
-    # Phase 1 (steps 0-2,399, cosine decay): mostly repeated random spans, with prose and repeated prose: a good
-    # language model, but the induction score stayed below 0.04. Phase 2 (from step 2,400, lr held at the
-    # floor): half the rows repeat a span of the Bible's own text; prose gives the previous-token heads a reason
-    # to exist and repeated prose makes induction pay, and the score rose from 0.04 to the model card's figure.
-    # Span lengths vary (8-64 tokens): a fixed half-row period taught a positional shortcut instead (score 0.99
-    # at that period, nothing at any other). Context 128 halves attention cost on the CPU.
+    # 5,000 steps x 16 rows x 128 tokens (10.2 M tokens); about 0.45 s a step with two threads on a 2-core CPU
+    # (~40 min). Phase 1 (steps 0-2,399, cosine decay): mostly repeated random spans, with prose and repeated
+    # prose: a good language model, but the induction score stayed below 0.04. Phase 2 (from step 2,400, lr
+    # held at the floor): half the rows repeat a span of the Bible's own text; prose gives the previous-token
+    # heads a reason to exist and repeated prose makes induction pay: the score rose from 0.04 to 0.75. Phase 3
+    # (from step 4,000): half the rows repeat random spans, sharpening copying of arbitrary tokens: the copy
+    # loss ratio (second / first copy of random tokens) fell from 0.63 at step 4,100 to 0.16 at 5,000, with the
+    # validation loss unchanged. Span lengths vary (8-64 tokens): a fixed half-row period taught a positional
+    # shortcut instead (score 0.99 at that period, nothing at any other). Context 128 halves attention cost.
     "demo": {
         "model": DEMO_MODEL,
-        "train": TrainConfig(steps=4000, decay_steps=2400, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=100,
+        "train": TrainConfig(steps=5000, decay_steps=2400, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=100,
                              eval_every=100, checkpoint_every=50),
         "data": DataConfig(source="kjv", tokenizer_vocab_size=4096, mix=MixConfig(0.2, 0.2, 0.6, 0.0, 8),
-                           mix_schedule=[(2400, MixConfig(0.3, 0.5, 0.2, 0.0, 8))]),
+                           mix_schedule=[(2400, MixConfig(0.3, 0.5, 0.2, 0.0, 8)),
+                                         (4000, MixConfig(0.2, 0.3, 0.5, 0.0, 8))]),
     },
     # seconds on CPU: smoke tests and trying the loop out
     "tiny": {
@@ -284,14 +287,20 @@ def evaluate_lm(
     return total / n, total / math.log(2) / max(n_bytes, 1)
 
 
-def best_induction_head(model: torch.nn.Module, seq_len: int) -> tuple[float, str]:
-    """Highest induction score over all heads on seeded repeated random tokens, and that head ("L1H2")."""
-    from .analysis.heads import induction_scores
+def circuit_probes(model: torch.nn.Module, seq_len: int) -> tuple[float, str, float]:
+    """What training is watched for, on seeded repeated random tokens of `seq_len`.
+
+    Returns:
+        (highest induction score over all heads, that head as "L1H2", copy loss ratio = mean loss on the
+        second copy / on the first; below 0.5 means in-context learning)
+    """
+    from .analysis.heads import induction_scores, repeated_sequence_losses
 
     scores = induction_scores(model, batch=8, seq_len=seq_len, seed=1234)  # [layer, head]
     idx = int(scores.argmax())
     layer, head = divmod(idx, scores.shape[1])
-    return float(scores.max()), f"L{layer}H{head}"
+    first, second = repeated_sequence_losses(model, batch=8, seq_len=seq_len, seed=1234)
+    return float(scores.max()), f"L{layer}H{head}", second / first
 
 
 # ---- schedule, optimizer, checkpoints --------------------------------------------------------------------
@@ -498,11 +507,13 @@ def train(
             if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
                 rows_eval = data.val_rows if train_cfg.eval_rows is None else data.val_rows[: train_cfg.eval_rows]
                 val_loss, val_bpb = evaluate_lm(model, rows_eval, data.byte_lengths)
-                ind, head = best_induction_head(model, seq_len=min(50, (train_cfg.seq_len - 1) // 2))
+                ind, head, copy_ratio = circuit_probes(model, seq_len=min(50, (train_cfg.seq_len - 1) // 2))
                 row.update(val_loss=f"{val_loss:.5f}", val_bits_per_byte=f"{val_bpb:.5f}",
-                           induction_max=f"{ind:.4f}", induction_head=head)  # fmt: skip
+                           induction_max=f"{ind:.4f}", induction_head=head,
+                           copy_loss_ratio=f"{copy_ratio:.4f}")  # fmt: skip
                 tqdm.write(f"step {step}: val {val_loss:.3f} nats/token ({val_bpb:.3f} bits/byte; unigram "
-                           f"{data.unigram_nats:.3f}), best induction {ind:.3f} at {head}", file=sys.stderr)  # fmt: skip
+                           f"{data.unigram_nats:.3f}), best induction {ind:.3f} at {head}, "
+                           f"copy loss ratio {copy_ratio:.3f}", file=sys.stderr)  # fmt: skip
             writer.writerow(row)
             log_file.flush()
             losses.append(float(loss))

@@ -47,7 +47,7 @@ def read_log(path: str | os.PathLike) -> list[dict[str, float | str | None]]:
 
 
 def plot_loss_curve(rows: list[dict], unigram: float, path: Path) -> None:
-    """Training loss (raw and smoothed), validation loss, unigram baseline, and best induction score by step."""
+    """Training loss (raw and smoothed), validation loss, unigram baseline; best induction score and copy loss ratio."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,9 +68,15 @@ def plot_loss_curve(rows: list[dict], unigram: float, path: Path) -> None:
     ax.set_ylabel("nats / token")
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title("NeoX Workbench demo model: training")
-    ax2.plot([r["step"] for r in evals], [r["induction_max"] for r in evals], "o-", color="tab:green")
-    ax2.set_ylabel("best induction score")
-    ax2.set_ylim(0, 1)
+    ax2.plot([r["step"] for r in evals], [r["induction_max"] for r in evals], "o-", color="tab:green",
+             label="best induction score")  # fmt: skip
+    copying = [r for r in evals if r.get("copy_loss_ratio") is not None]  # logged by newer runs only
+    if copying:
+        ax2.plot([r["step"] for r in copying], [r["copy_loss_ratio"] for r in copying], "s-", color="tab:purple",
+                 label="copy loss ratio (2nd / 1st copy)")  # fmt: skip
+        ax2.axhline(0.5, color="tab:purple", ls=":", lw=0.8)
+    ax2.set_ylim(0, 1.05)
+    ax2.legend(loc="center left", fontsize=8)
     ax2.set_xlabel("step")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -152,21 +158,30 @@ def export_demo(run_dir: str | os.PathLike, dest: str | os.PathLike) -> dict:
         "train_time_s": float(rows[-1]["elapsed_s"]),
         "median_tokens_per_s": float(sorted(r["tokens_per_s"] for r in rows)[len(rows) // 2]),
     }
-    (out / "README.md").write_text(_card(metrics, heads, samples, model_cfg, train_cfg, data_cfg))
+    (out / "README.md").write_text(_card(metrics, heads, samples, model_cfg, train_cfg, data_cfg, rows))
     return metrics
 
 
-def _later_phases(data_cfg) -> str:
-    """Markdown lines for the mixes that take over later in training (none for a single-phase run)."""
-    lines = []
-    for first, mix in data_cfg.mix_phases()[1:]:
-        lines.append(f"- **From step {first}** the mix becomes {mix.text:.0%} plain windows, {mix.repeat_text:.0%} repeated "
-                     f"KJV spans and {mix.repeat_random:.0%} repeated random spans (same span lengths): prose keeps the "
-                     "previous-token heads useful and repeated prose makes induction pay.")
+def _phase_table(data_cfg, rows: list[dict]) -> str:
+    """Markdown table of the row mix in each training phase and the last evaluation before the next phase."""
+    phases = data_cfg.mix_phases()
+    evals = [r for r in rows if r.get("val_loss") is not None]
+    lines = ["| from step | plain | repeated KJV | repeated random | at the phase's end: step, validation loss, best "
+             "induction score, copy loss ratio |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for i, (first, mix) in enumerate(phases):
+        end = phases[i + 1][0] if i + 1 < len(phases) else float("inf")
+        last = [r for r in evals if first < r["step"] <= end]
+        if last:
+            r = last[-1]
+            ratio = "not logged" if r.get("copy_loss_ratio") is None else f"{r['copy_loss_ratio']:.2f}"
+            result = f"{int(r['step'])}: {r['val_loss']:.3f}, {r['induction_max']:.2f}, {ratio}"
+        else:
+            result = "not reached"
+        lines.append(f"| {first} | {mix.text:.0%} | {mix.repeat_text:.0%} | {mix.repeat_random:.0%} | {result} |")
     return "\n".join(lines)
 
 
-def _card(metrics: dict, heads, samples, model_cfg: dict, train_cfg, data_cfg) -> str:
+def _card(metrics: dict, heads, samples, model_cfg: dict, train_cfg, data_cfg, rows: list[dict]) -> str:
     m = metrics
     mix = data_cfg.mix
     table = heads.pivot_table(index=["layer", "head"], columns="detector", values="score").reset_index()
@@ -216,9 +231,17 @@ Loads with the workbench (`workbench.load("demo")`) and with transformers
     copy is excluded from the loss (it is unpredictable noise).
   - Repeated spans are {mix.min_span} tokens to half the row long (uniform; {mix.half_row_share:.0%} exactly half the row),
     tiled as many times as fit.
-{_later_phases(data_cfg)}
+- **Phases**: the mix changes during training (the copy loss ratio is the loss on the second copy of repeated
+  random tokens over the loss on the first; below 0.5 is in-context learning):
 
-  Why: prose alone rarely rewards copying, and a model this small on a few million tokens forms induction heads late
+{_phase_table(data_cfg, rows)}
+
+  Why the phases: the first, mostly repeated random spans with a decaying learning rate, gives a good language
+  model but no induction heads; the second, half repeated Bible text at the learning-rate floor, grows them (prose
+  keeps the previous-token heads useful and repeated prose makes induction pay); the third, half repeated random
+  spans, sharpens copying of arbitrary tokens until the second copy costs a fraction of the first.
+
+  Why repeats at all: prose alone rarely rewards copying, and a model this small on a few million tokens forms induction heads late
   or never; rows whose later copies can only be predicted by copying make the circuit pay off early. The span length
   varies so that copying must match content: in trials where every span was exactly half the row, the model learned a
   positional shortcut (a head attending exactly half a row back) that scored 0.99 at that period and copied nothing
@@ -226,7 +249,7 @@ Loads with the workbench (`workbench.load("demo")`) and with transformers
 
 ## Training
 
-`workbench train --recipe demo --out runs/demo --threads 1` (resumable: rerun the same command after an interruption),
+`workbench train --recipe demo --out runs/demo --threads 2` (resumable: rerun the same command after an interruption),
 then `workbench train --recipe demo --out runs/demo --export workbench/demo` (or `python -m workbench.data.card runs/demo workbench/demo`).
 
 | setting | value |
@@ -237,7 +260,7 @@ then `workbench train --recipe demo --out runs/demo --export workbench/demo` (or
 | gradient clipping | {train_cfg.grad_clip} |
 | precision | {train_cfg.dtype} |
 | seed | {train_cfg.seed} |
-| hardware | one thread of a shared 2-core CPU, {minutes:.0f} min, median {m['median_tokens_per_s']:.0f} tokens/s |
+| hardware | a 2-core CPU shared with other work, {minutes:.0f} min of step time, median {m['median_tokens_per_s']:.0f} tokens/s |
 
 Model config:
 
