@@ -139,3 +139,19 @@ def test_mix_schedule_and_decay_horizon_resume_exactly(text_dir, tmp_path):
     with (out / "log.csv").open() as f:
         lrs = [float(r["lr"]) for r in csv.DictReader(f)]
     assert lrs[6] == lrs[-1] == pytest.approx(3e-3 * 0.1)  # the floor from the decay horizon on
+
+
+def test_log_records_the_circuit_probes_of_the_model(reference):
+    from workbench.model import GPTNeoXForCausalLM
+    from workbench.train import circuit_probes
+
+    with (reference.run_dir / "log.csv").open() as f:
+        evaluated = [r for r in csv.DictReader(f) if r["val_loss"]]
+    assert [int(r["step"]) for r in evaluated] == [6, 12]
+    final = GPTNeoXForCausalLM.from_pretrained(reference.final_dir).eval()
+    score, head, ratio = circuit_probes(final, seq_len=(32 - 1) // 2)  # the probe length the loop uses for 32-token rows
+    logged = evaluated[-1]
+    assert logged["induction_head"] == head
+    assert float(logged["induction_max"]) == pytest.approx(score, abs=1e-4)
+    assert float(logged["copy_loss_ratio"]) == pytest.approx(ratio, abs=1e-4)
+    assert 0.5 < ratio < 1.5  # 12 steps learn no copying: both copies cost about the same
