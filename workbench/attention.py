@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,7 @@ class AttentionMask:
     full: torch.Tensor | None
     query_len: int
     key_len: int
+    _additive: dict = field(default_factory=dict, repr=False, compare=False)  # (device, dtype) -> bias, per call
 
     @classmethod
     def build(cls, padding: torch.Tensor | None, query_len: int, key_len: int, device: torch.device) -> "AttentionMask":
@@ -56,6 +57,14 @@ class AttentionMask:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return AttentionMask(move(self.padding), move(self.full), self.query_len, self.key_len)
 
+    def additive(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The mask as a bias `[batch or 1, 1, query, key]`: 0 where allowed, -inf where not; built once per call."""
+        key = (device, dtype)
+        if key not in self._additive:
+            allowed = self.dense(device)
+            self._additive[key] = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, float("-inf"))
+        return self._additive[key]
+
     def dense(self, device: torch.device) -> torch.Tensor:
         """The mask as an explicit bool tensor `[batch or 1, 1, query, key]`."""
         if self.full is not None:
@@ -72,8 +81,14 @@ def attention_scores(q: torch.Tensor, k: torch.Tensor, mask: AttentionMask, scal
     """Scaled scores `[batch, head, query, key]`, masked positions -inf; fp32 for low-precision inputs."""
     if q.dtype in (torch.float16, torch.bfloat16):  # fp16 q.k can overflow before scaling
         q, k = q.float(), k.float()
-    scores = torch.matmul(q, k.transpose(-1, -2)) * scale
-    return scores.masked_fill(~mask.dense(q.device), float("-inf"))
+    b, h, nq, dh = q.shape
+    nk = k.shape[2]
+    bias = mask.additive(q.device, q.dtype)  # [b or 1, 1, q, k]: 0 where allowed, -inf where masked
+    if bias.shape[0] != 1:  # per-row padding: scale and mask in place, no extra [b, h, q, k] buffers
+        return torch.matmul(q, k.transpose(-1, -2)).mul_(scale).add_(bias)
+    # One gemm computes bias + scale * q @ k^T: no separate scaling and masking passes over the scores.
+    scores = torch.baddbmm(bias[0], q.reshape(b * h, nq, dh), k.reshape(b * h, nk, dh).transpose(1, 2), alpha=scale)
+    return scores.view(b, h, nq, nk)
 
 
 def attention_probs(scores: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -147,7 +147,7 @@ class GPTNeoXAttention(nn.Module):
         head_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Args: x `[b, p, d]` (normed), rotary `(cos, sin)` `[b, p, 1, rotary_ndims]`, head_mask `[h]`.
+        """Args: x `[b, p, d]` (normed), rotary `(cos, sin)` `[b, 1, p, rotary_ndims]`, head_mask `[h]`.
 
         Returns: attention output `[b, p, d]` and the probabilities `[b, h, q, k]` if they were computed.
         """
@@ -155,9 +155,10 @@ class GPTNeoXAttention(nn.Module):
         qkv = self.query_key_value(x).view(b, p, self.num_heads, 3 * self.head_size)
         q, k, v = qkv.chunk(3, dim=-1)  # each [b, p, h, dh]; heads interleave q|k|v in the checkpoint
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
-        q = self.hook_rot_q(apply_rotary(q, *rotary))
-        k = self.hook_rot_k(apply_rotary(k, *rotary))
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [b, h, p, dh]
+        # Rotate in [b, h, p, dh]: the rotated q and k come out contiguous in the layout the matmuls want.
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        q = self.hook_rot_q(apply_rotary(q, *rotary).transpose(1, 2)).transpose(1, 2)  # hooked as [b, p, h, dh]
+        k = self.hook_rot_k(apply_rotary(k, *rotary).transpose(1, 2)).transpose(1, 2)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
         dropout = self.config.attention_dropout if self.training else 0.0

@@ -36,12 +36,12 @@ def rotary_tables(config: GPTNeoXConfig, position_ids: torch.Tensor) -> tuple[to
     """cos and sin tables for `position_ids` `[batch, pos]`.
 
     Returns:
-        `(cos, sin)`, each fp32 `[batch, pos, 1, rotary_ndims]` (broadcast over heads).
+        `(cos, sin)`, each fp32 `[batch, 1, pos, rotary_ndims]` (broadcast over heads of `[b, h, p, d]` tensors).
     """
     seq_len = int(position_ids.max()) + 1 if position_ids.numel() else 0
     inv_freq = inverse_frequencies(config, seq_len, position_ids.device)
     freqs = position_ids[..., None].float() * inv_freq  # [batch, pos, rotary_ndims // 2]
-    angles = torch.cat((freqs, freqs), dim=-1)[:, :, None, :]
+    angles = torch.cat((freqs, freqs), dim=-1)[:, None, :, :]
     return angles.cos(), angles.sin()
 
 
@@ -52,7 +52,7 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first `cos.shape[-1]` dims of `x` `[batch, pos, head, head_size]`; the rest pass through.
+    """Rotate the first `cos.shape[-1]` dims of `x` `[batch, head, pos, head_size]`; the rest pass through.
 
     Low-precision inputs are rotated in fp32 and cast back, so bf16/fp16 models keep exact angles.
     """
