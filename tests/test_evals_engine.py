@@ -167,7 +167,8 @@ def test_resume_after_interrupt_recomputes_nothing_finished(model, data_dir, tmp
     assert resumed.metrics == full.metrics
     for t in full.samples:
         for a, b in zip(full.samples[t], resumed.samples[t]):
-            assert a["loglikelihoods"] == pytest.approx(b["loglikelihoods"], abs=1e-5)
+            # the resumed run shares prefixes among fewer inputs: other batch shapes, float32 rounding differs
+            assert a["loglikelihoods"] == pytest.approx(b["loglikelihoods"], rel=5e-7, abs=1e-5)
     # a third run computes nothing
     again = evaluate(model, ["arc_easy", "winogrande"], cache=cache, **kw)
     assert sum(c["n_computed"] for c in again.counts.values()) == 0
@@ -291,3 +292,24 @@ def test_cli_bad_input_writes_no_result(model_dir, data_dir, tmp_path):
     saved = json.loads((out / "results.json").read_text())
     assert saved["config"]["limit"] == 3 and "torch" in saved["versions"]
     assert len(saved["samples"]["arc_easy"][0]["loglikelihoods"]) == 8  # 4 choices + 4 unconditional
+
+
+def test_shared_few_shot_prefix_matches_transformers_and_runs_once(model, hf):
+    from workbench.evals import RequestEngine
+
+    shots = "".join(f"Question: What comes after {n}?\nAnswer: {n + 1}\n\n" for n in range(1, 6))
+    requests = [
+        (shots + f"Question: What comes after {q}?\nAnswer:", cont)
+        for q in (7, 11, 20)
+        for cont in (" 8", " 12", " twenty one", " 21 and more")  # one-token and multi-token answers
+    ]
+    plain = RequestEngine(model, share_context_kv=False, progress=False)
+    shared = RequestEngine(model, progress=False)
+    got_plain, got_shared = plain.loglikelihood(requests), shared.loglikelihood(requests)
+    for (c, x), (ll_p, g_p), (ll_s, g_s) in zip(requests, got_plain, got_shared):
+        ref_ll, ref_greedy = _reference_ll(hf, c, x, shared.max_length)
+        assert ll_s == pytest.approx(ref_ll, abs=1e-4) and ll_p == pytest.approx(ref_ll, abs=1e-4)
+        assert g_s == g_p == ref_greedy
+    # the five examples are run once, not once per question and answer
+    shot_tokens = len(shared.encode(shots))
+    assert shared.stats["tokens"] < plain.stats["tokens"] - 2 * shot_tokens

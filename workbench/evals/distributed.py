@@ -27,7 +27,7 @@ Usage with any engine::
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -203,10 +203,10 @@ class ShardedEngine:
     ranks (plus ``resharded``: requests recomputed because the ranks' caches differed). Any other
     attribute is the wrapped engine's.
 
-    How the work is split: for log-likelihoods of an engine that batches through ``_batches`` (the
-    project's ``RequestEngine``), every rank sees all requests and forms the very batches one process
-    would form, and computes every ``world_size``-th of them; results are then bitwise those of one
-    process (same batch composition, same padding). Otherwise (rolling log-likelihoods, generation, other
+    How the work is split: for log-likelihoods of an engine that offers its top-level batches through
+    ``_shard`` (the project's ``RequestEngine``), every rank sees all requests and forms the very batches
+    one process would form, and computes every ``world_size``-th of them with everything that shares their
+    prefixes; results are then bitwise those of one process (same batch composition, same padding). Otherwise (rolling log-likelihoods, generation, other
     engines) requests are split by index, as :func:`run_sharded` does.
 
     Args:
@@ -245,28 +245,28 @@ class ShardedEngine:
         return out  # type: ignore[return-value]
 
     def _by_batch(self, method: str, requests: Sequence[Any], *args: Any, **kwargs: Any) -> list[Any]:
-        if not is_distributed() or not callable(getattr(type(self.engine), "_batches", None)):
+        if not is_distributed() or not callable(getattr(type(self.engine), "_shard", None)):
             return self._by_request(method, requests, *args, **kwargs)
         me, size = dist.get_rank(self.group), dist.get_world_size(self.group)
         counts: list[Any] = [None] * size
         dist.all_gather_object(counts, len(requests), group=self.group)
         if len(set(counts)) != 1:
             raise ValueError(f"ranks hold different numbers of requests: {counts}")
-        engine, batches, seen = self.engine, type(self.engine)._batches, [0]
+        engine, seen = self.engine, [0]
 
-        def my_batches(items: list, cost: Callable[[Any], int]):
-            # the engine's own batching, identical on every rank; keep every size-th batch
-            for batch in batches(engine, items, cost):
+        def my_share(batches: Iterable[list]):
+            # the engine's own top-level batches, identical on every rank; keep every size-th
+            for batch in batches:
                 if seen[0] % size == me:
                     yield batch
                 seen[0] += 1
 
         before = dict(engine.stats)
-        engine._batches = my_batches  # instance attribute: shadows the method for this call only
+        engine._shard = my_share  # instance attribute: shadows the method for this call only
         try:
             local = list(getattr(engine, method)(requests, *args, **kwargs))
         finally:
-            del engine._batches
+            del engine._shard
         self._count(before)
         parts: list[Any] = [None] * size
         dist.all_gather_object(parts, local, group=self.group)

@@ -12,9 +12,10 @@ Speed comes from doing less work than a plain forward per request:
 
 - requests with identical model input (e.g. the one-token answers " A" ... " D" of MMLU) share one forward;
 - the output head and log-softmax run only at the positions that are scored, not over the whole sequence;
-- a context shared by several multi-token continuations is run once and its KV cache is reused for each
-  continuation (models whose cache supports `index_select`, and transformers' `DynamicCache`);
-- requests are sorted by length (longest first) and packed into batches under a token budget ("auto"); on CUDA
+- a token prefix shared by several inputs is run once and its KV cache reused for everything below it
+  (`prefix_tree`): the context of several continuations, and the few-shot examples that open every prompt of
+  an MMLU subject (models whose cache supports `index_select`, and transformers' `DynamicCache`);
+- segments are sorted by length (longest first) and packed into batches under a token budget ("auto"); on CUDA
   an out-of-memory error halves the budget and retries.
 
 Finished requests can be written to an on-disk `RequestCache` so an interrupted run resumes without recomputing.
@@ -25,12 +26,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+
+from workbench.evals.prefix_tree import PrefixNode, Tokens, build_prefix_forest
 
 # ----------------------------------------------------------------------------------------------------------------
 # on-disk request cache
@@ -126,10 +130,11 @@ class _Tok:
         self.tok = tok
         self.raw = type(tok).__module__.startswith("tokenizers")
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, no special tokens added (as lm-eval's causal-LM `tok_encode`), in one batch."""
         if self.raw:
-            return self.tok.encode(text, add_special_tokens=False).ids
-        return list(self.tok.encode(text))
+            return [e.ids for e in self.tok.encode_batch(list(texts), add_special_tokens=False)]
+        return [list(ids) for ids in self.tok(list(texts), add_special_tokens=False)["input_ids"]]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tok.decode(list(ids), skip_special_tokens=True) if not self.raw else self.tok.decode(list(ids))
@@ -142,6 +147,32 @@ class _Tok:
 
 # ----------------------------------------------------------------------------------------------------------------
 # the engine
+
+# A shared prefix shorter than this is recomputed per input rather than run as its own batched forward.
+MIN_SHARED_TOKENS = 16
+# Rows x longest key length (cached prefix + segment) per batch, in token budgets.
+KV_BUDGET_FACTOR = 8
+
+
+@dataclass
+class _Prefix:
+    """A batch's KV cache and its key mask `[rows, keys]` (pads 0), for the children of its nodes."""
+
+    cache: Any
+    mask: torch.Tensor
+
+
+@dataclass
+class _Run:
+    """State of one `loglikelihood_tokens` call, shared by its batches."""
+
+    pairs: Sequence[tuple[list[int], list[int]]]
+    inputs: dict[Tokens, list[int]]  # unique input -> indices of its requests
+    need: dict[Tokens, int]  # unique input -> number of final positions whose log-probs are scored
+    results: list
+    keys: list
+    pbar: Any
+    pending: dict[Tokens, list[torch.Tensor]]  # log-prob rows already computed in an input's ancestors
 
 
 class RequestEngine:
@@ -194,28 +225,40 @@ class RequestEngine:
         self.progress = progress
         self.on_batch = on_batch
         # auto batching: a token budget per forward; on CUDA it starts high and halves on OOM
-        self.token_budget = 32768 if self.device.type == "cuda" else 4096
-        self.stats = {"computed": 0, "cached": 0, "truncated": 0, "forwards": 0, "batches": 0}
+        # (CPU: small batches stay in cache; 1024 beat 4096 by 10-15% on the demo model's evals)
+        self.token_budget = 32768 if self.device.type == "cuda" else 1024
+        self.stats = {"computed": 0, "cached": 0, "truncated": 0, "forwards": 0, "batches": 0, "tokens": 0}
         self._body, self._head = _split(model)
 
     # ---------------------------------------------------------------- tokenisation (lm-eval's rules)
     def encode(self, text: str) -> list[int]:
-        """Token ids of `text`, no special tokens added (as the GPT-NeoX tokenizer's `encode`)."""
-        return self.tok.encode(text)
+        """Token ids of `text`, no special tokens added."""
+        return self.tok.encode([text])[0]
+
+    def encode_pairs(self, requests: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        """(context ids, continuation ids) per request, as lm-eval's `TemplateLM.loglikelihood` / `_encode_pair`
+        make them: trailing context whitespace moves to the continuation, the continuation's ids are those of
+        `context + continuation` after the context's. Every distinct string is tokenised once, in one batch."""
+        split = []  # (context, continuation, had a context)
+        for context, continuation in requests:
+            n = len(context) - len(context.rstrip())
+            split.append((context[:-n], context[-n:] + continuation, True) if n else (context, continuation, context != ""))
+        texts = list({t: None for ctx, cont, _ in split for t in (ctx, ctx + cont)})
+        ids = dict(zip(texts, self.tok.encode(texts)))
+        pairs = []
+        for ctx, cont, has_context in split:
+            if not has_context:  # condition on the prefix token (a leading prefix token is context itself)
+                whole = ids[cont]
+                if not whole:
+                    raise ValueError("empty continuation with empty context: nothing to score")
+                pairs.append(([self.prefix_id], whole) if whole[0] != self.prefix_id else (whole[:1], whole[1:]))
+            else:
+                pairs.append((ids[ctx], ids[ctx + cont][len(ids[ctx]) :]))
+        return pairs
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """(context ids, continuation ids) as lm-eval's `TemplateLM.loglikelihood` / `_encode_pair` make them."""
-        if context == "":
-            cont = self.encode(continuation)
-            if not cont:
-                raise ValueError("empty continuation with empty context: nothing to score")
-            return ([self.prefix_id], cont) if cont[0] != self.prefix_id else (cont[:1], cont[1:])
-        n = len(context) - len(context.rstrip())
-        if n:
-            context, continuation = context[:-n], context[-n:] + continuation
-        whole = self.encode(context + continuation)
-        ctx = self.encode(context)
-        return ctx, whole[len(ctx) :]
+        """`encode_pairs` for one request."""
+        return self.encode_pairs([(context, continuation)])[0]
 
     # ---------------------------------------------------------------- public request types
     def loglikelihood(self, requests: Sequence[tuple[str, str]], desc: str = "loglikelihood") -> list[tuple[float, bool]]:
@@ -227,8 +270,7 @@ class RequestEngine:
         Returns:
             `(logprob, is_greedy)` per request, in order.
         """
-        pairs = [self.encode_pair(c, x) for c, x in requests]
-        return self.loglikelihood_tokens(pairs, desc=desc)
+        return self.loglikelihood_tokens(self.encode_pairs(requests), desc=desc)
 
     def loglikelihood_rolling(self, texts: Sequence[str], desc: str = "rolling loglikelihood") -> list[float]:
         """Log-likelihood of whole texts (perplexity), in maximal-context windows as lm-eval computes it.
@@ -237,8 +279,8 @@ class RequestEngine:
             One summed log-probability per text (conditioned on the prefix token for the first token).
         """
         windows, owner = [], []
-        for i, text in enumerate(texts):
-            for ctx, pred in rolling_windows(self.encode(text), self.prefix_id, self.max_length):
+        for i, tokens in enumerate(self.tok.encode(texts)):
+            for ctx, pred in rolling_windows(tokens, self.prefix_id, self.max_length):
                 windows.append((ctx, pred))
                 owner.append(i)
         res = self.loglikelihood_tokens(windows, desc=desc)
@@ -279,39 +321,84 @@ class RequestEngine:
     def _score(self, pairs, todo, results, keys, desc) -> None:
         L = self.max_length
         # unique model inputs: identical inputs (one-token answers to one context) share one forward
-        inputs: dict[tuple[int, ...], list[int]] = {}
+        inputs: dict[Tokens, list[int]] = {}
         for i in todo:
             ctx, cont = pairs[i]
-            inp = tuple((ctx + cont)[-(L + 1) :][:-1])
-            inputs.setdefault(inp, []).append(i)
-        # group inputs by their context part (input minus the continuation's first n-1 tokens) to share its KV
-        groups: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
-        singles: list[tuple[int, ...]] = []
-        for inp, reqs in inputs.items():
-            ncont = max(len(pairs[i][1]) for i in reqs)
-            if self.share_context_kv and self._head is not None and ncont > 1:
-                groups.setdefault(inp[: len(inp) - ncont + 1], []).append(inp)
-            else:
-                singles.append(inp)
-        shared = {c: ins for c, ins in groups.items() if len(ins) > 1}
-        for c, ins in groups.items():
-            if len(ins) == 1:
-                singles += ins
-
+            inputs.setdefault(tuple((ctx + cont)[-(L + 1) :][:-1]), []).append(i)
+        # log-probabilities are needed at each input's last n positions (n = its longest continuation)
+        need = {inp: max(len(pairs[i][1]) for i in reqs) for inp, reqs in inputs.items()}
+        sharing = self.share_context_kv and self._head is not None
+        forest = build_prefix_forest(inputs, MIN_SHARED_TOKENS if sharing else L + 1)
         pbar = tqdm(total=len(todo), desc=desc, unit="req", disable=not self.progress, dynamic_ncols=True)
+        run = _Run(pairs, inputs, need, results, keys, pbar, pending={})
         try:
-            # plain path: one row per unique input, longest first
-            singles.sort(key=lambda x: (-len(x), x))
-            for batch in self._batches(singles, lambda x: len(x)):
-                self._run_with_retry(lambda b: self._forward_plain(b, inputs, pairs, results), batch)
-                self._commit([i for inp in batch for i in inputs[inp]], results, keys, pbar)
-            # shared-context path
-            ctxs = sorted(shared, key=lambda c: (-(len(c) + max(len(x) for x in shared[c]) - len(c)), c))
-            for batch in self._batches(ctxs, lambda c: len(c) * 1 + sum(len(x) - len(c) + 1 for x in shared[c])):
-                self._run_with_retry(lambda b: self._forward_shared(b, shared, inputs, pairs, results), batch)
-                self._commit([i for c in batch for inp in shared[c] for i in inputs[inp]], results, keys, pbar)
+            self._run_nodes([(node, 0) for node in forest], None, run)
         finally:
-            pbar.close()
+            run.pbar.close()
+
+    def _run_nodes(self, nodes: list[tuple[PrefixNode, int]], parent: _Prefix | None, run: _Run) -> None:
+        """Run `(node, row of its parent in the parent's batch)` pairs in batches, longest segment first."""
+        nodes = sorted(nodes, key=lambda nr: (-len(nr[0].tokens), nr[0].tokens))
+        batches = self._batches(nodes, lambda nr: len(nr[0].tokens), kv=lambda nr: nr[0].stop)
+        for batch in self._shard(batches) if parent is None else batches:  # a subtree stays with its root
+            below: list[tuple[list, _Prefix]] = []  # one entry per forward (more if out of memory split the batch)
+            self._run_with_retry(lambda b: below.append(self._forward_nodes(b, parent, run)), batch)
+            for children, prefix in below:  # outside the retry: a child's failure must not rerun its parents
+                if children:
+                    self._run_nodes(children, prefix, run)
+
+    def _forward_nodes(
+        self, batch: list[tuple[PrefixNode, int]], parent: _Prefix | None, run: _Run
+    ) -> tuple[list[tuple[PrefixNode, int]], _Prefix]:
+        """One forward over the batch's segments (right-padded) on top of their parents' KV caches.
+
+        Scores the inputs that end here and keeps the log-probs needed by inputs that continue below.
+
+        Returns:
+            The children as `(node, row in this batch)` and this batch's cache and key mask for them.
+        """
+        dev = self.device
+        B, S = len(batch), max(len(node.tokens) for node, _ in batch)
+        ids = torch.full((B, S), self.eot_id, dtype=torch.long)
+        seg_mask = torch.zeros(B, S, dtype=torch.long)
+        for r, (node, _) in enumerate(batch):
+            ids[r, : len(node.tokens)] = torch.tensor(node.tokens)
+            seg_mask[r, : len(node.tokens)] = 1
+        has_children = any(node.children for node, _ in batch)
+        if parent is None:
+            # right padding needs no mask here: causal attention never looks at later (pad) positions
+            mask = seg_mask
+            h, out = self._hidden(ids.to(dev), use_cache=has_children)
+        else:
+            rows = torch.tensor([p for _, p in batch])
+            mask = torch.cat([parent.mask[rows], seg_mask], dim=1)  # parents' pads stay masked
+            pos = torch.tensor([node.start for node, _ in batch])[:, None] + torch.arange(S)[None]
+            h, out = self._hidden(ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                                  past_key_values=_select_cache(parent.cache, rows.to(dev)), use_cache=True)  # fmt: skip
+        self.stats["tokens"] += int(seg_mask.sum())
+
+        # log-probs at the needed positions of this batch, one head call for all of them
+        wanted: dict[tuple[int, int], int] = {}  # (row, offset in the segment) -> row of `logp`
+        for r, (node, _) in enumerate(batch):
+            for x in node.inputs:
+                for p in _needed_positions(node, x, run.need[x]):
+                    wanted.setdefault((r, p - node.start), len(wanted))
+        if wanted:
+            at = torch.tensor(list(wanted), device=dev)  # [n, 2]
+            logp = self._logprobs(h[at[:, 0], at[:, 1]])  # [n, vocab]
+        done: list[int] = []
+        for r, (node, _) in enumerate(batch):
+            for x in node.inputs:
+                span = _needed_positions(node, x, run.need[x])
+                if len(span):
+                    run.pending.setdefault(x, []).append(logp[[wanted[(r, p - node.start)] for p in span]])
+            if node.ends is not None:  # all of this input's positions are done: score its requests
+                x = node.ends
+                self._finish(torch.cat(run.pending.pop(x)), run.inputs[x], run.pairs, run.results)
+                done += run.inputs[x]
+        self._commit(done, run.results, run.keys, run.pbar)
+        children = [(child, r) for r, (node, _) in enumerate(batch) for child in node.children]
+        return children, _Prefix(out.past_key_values if children else None, mask)
 
     def _commit(self, idx: list[int], results, keys, pbar) -> None:
         if self.cache is not None:
@@ -322,17 +409,27 @@ class RequestEngine:
         if self.on_batch is not None:
             self.on_batch(dict(self.stats))
 
-    def _batches(self, items: list, cost: Callable[[Any], int]):
-        """Consecutive slices under the token budget (padded cost: rows x longest) or `batch_size` rows."""
+    def _shard(self, batches: Iterable[list]) -> Iterable[list]:
+        """The top-level batches this process runs: all of them (a data-parallel wrapper keeps its share)."""
+        return batches
+
+    def _batches(self, items: list, cost: Callable[[Any], int], kv: Callable[[Any], int] | None = None):
+        """Consecutive slices under the token budget (padded cost: rows x longest) or `batch_size` rows.
+
+        `kv` is an item's key length (cached prefix + its own tokens): rows x longest key stays under
+        `KV_BUDGET_FACTOR` token budgets, bounding the memory of the parents' caches copied into the batch.
+        """
         i = 0
         while i < len(items):
             if self.batch_size != "auto":
                 n = self.batch_size
             else:
-                n, longest = 0, 0
+                n, longest, longest_kv = 0, 0, 0
                 while i + n < len(items):
                     longest = max(longest, cost(items[i + n]))
-                    if n > 0 and longest * (n + 1) > self.token_budget:
+                    longest_kv = max(longest_kv, kv(items[i + n]) if kv else 0)
+                    if n > 0 and (longest * (n + 1) > self.token_budget
+                                  or longest_kv * (n + 1) > KV_BUDGET_FACTOR * self.token_budget):  # fmt: skip
                         break
                     n += 1
             yield items[i : i + n]
@@ -375,52 +472,6 @@ class RequestEngine:
             ll = rows.gather(1, t[:, None]).sum()
             results[i] = (float(ll), bool((greedy[-len(cont) :] == t).all()))
 
-    def _forward_plain(self, batch: list[tuple[int, ...]], inputs, pairs, results) -> None:
-        T = max(len(x) for x in batch)
-        ids = torch.zeros(len(batch), T, dtype=torch.long)
-        for r, inp in enumerate(batch):
-            ids[r, : len(inp)] = torch.tensor(inp)
-        # right padding needs no mask: causal attention never looks at later (pad) positions
-        h, _ = self._hidden(ids.to(self.device))
-        for r, inp in enumerate(batch):
-            reqs = inputs[inp]
-            n = max(len(pairs[i][1]) for i in reqs)
-            logp = self._logprobs(h[r, len(inp) - n : len(inp)])
-            self._finish(logp, reqs, pairs, results)
-
-    def _forward_shared(self, batch: list[tuple[int, ...]], shared, inputs, pairs, results) -> None:
-        """Contexts (left-padded) once with a KV cache, then every continuation against its context's cache."""
-        dev = self.device
-        B, T = len(batch), max(len(c) for c in batch)
-        ids = torch.full((B, T), self.eot_id, dtype=torch.long)
-        mask = torch.zeros(B, T, dtype=torch.long)
-        for r, c in enumerate(batch):
-            ids[r, T - len(c) :] = torch.tensor(c)
-            mask[r, T - len(c) :] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        h, out = self._hidden(ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True)
-        first = self._logprobs(h[:, -1])  # [B, vocab]: the first continuation token's distribution
-        # second pass: the continuation tokens but the last, one row per (context, input)
-        rows = [(r, inp) for r, c in enumerate(batch) for inp in shared[c]]
-        S = max(len(inp) - len(batch[r]) for r, inp in rows)
-        sel = torch.tensor([r for r, _ in rows], device=dev)
-        cache = _select_cache(out.past_key_values, sel)
-        sids = torch.full((len(rows), S), self.eot_id, dtype=torch.long)
-        smask = torch.zeros(len(rows), S, dtype=torch.long)
-        for j, (r, inp) in enumerate(rows):
-            suffix = inp[len(batch[r]) :]
-            sids[j, : len(suffix)] = torch.tensor(suffix)
-            smask[j, : len(suffix)] = 1
-        full_mask = torch.cat([mask.to(dev)[sel], smask.to(dev)], dim=1)
-        spos = torch.tensor([len(batch[r]) for r, _ in rows])[:, None] + torch.arange(S)[None]
-        h2, _ = self._hidden(
-            sids.to(dev), attention_mask=full_mask, position_ids=spos.to(dev), past_key_values=cache, use_cache=True
-        )
-        for j, (r, inp) in enumerate(rows):
-            n = len(inp) - len(batch[r])
-            logp = torch.cat([first[r : r + 1], self._logprobs(h2[j, :n])], dim=0)
-            self._finish(logp, inputs[inp], pairs, results)
-
     # ---------------------------------------------------------------- generation
     @torch.inference_mode()
     def generate_until(self, requests: Sequence[tuple[str, dict]], desc: str = "generate_until") -> list[str]:
@@ -443,7 +494,7 @@ class RequestEngine:
                     self.stats["cached"] += 1
                     continue
             todo.append(i)
-        enc = {i: self.encode(requests[i][0]) for i in todo}
+        enc = dict(zip(todo, self.tok.encode([requests[i][0] for i in todo])))
         todo.sort(key=lambda i: (-len(enc[i]), requests[i][0]))
         pbar = tqdm(total=len(todo), desc=desc, unit="req", disable=not self.progress, dynamic_ncols=True)
         bs = self.batch_size if self.batch_size != "auto" else max(1, self.token_budget // max(1, self.max_length))
@@ -547,6 +598,11 @@ def _split(model: torch.nn.Module):
     if body is None or head is None:
         return None, None
     return body, head
+
+
+def _needed_positions(node: PrefixNode, x: Tokens, n: int) -> range:
+    """Positions of input `x` inside `node` whose log-probs are scored (its last `n`)."""
+    return range(max(node.start, len(x) - n), min(node.stop, len(x)))
 
 
 def _select_cache(cache: Any, index: torch.Tensor) -> Any:

@@ -122,7 +122,7 @@ def evaluate(
             outs = engine.generate_until(flat, desc=task.name)
             ntok = [0] * len(flat)
         else:
-            pairs = [engine.encode_pair(c, x) for c, x in flat]
+            pairs = engine.encode_pairs(flat)
             ntok = [len(p[1]) for p in pairs]
             outs = engine.loglikelihood_tokens(pairs, desc=task.name)
         records, pos = [], 0
