@@ -14,7 +14,8 @@ split, first-n as lm-eval); tasks whose local data has a single split draw them,
 evaluated document removed, the way lm-eval does when the few-shot split is the evaluation split.
 
 Data files are the formats of `../shared/data/SOURCES.md` under a `data_dir` (default: `$WORKBENCH_DATA_DIR`,
-else `../shared/data/evals` beside the checkout).
+else `../shared/data/evals` beside the checkout). A task without local files reads the datasets-hub copy that
+lm-eval uses (`hub_data`), converted to the same records.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from workbench.evals import metrics as M
+from workbench.evals.hub_data import hub_source, load_hub_records
 
 DATA_HELP = (
     "The benchmark files are described in shared/data/SOURCES.md (llm-foundry's local_data JSONL, LAMBADA's "
     "lambada_test.jsonl, the HellaSwag text dump, the MMLU CSVs). Put them under a data directory laid out as "
-    "<data_dir>/<task>/<file> and pass data_dir=... (CLI: --data-dir) or set WORKBENCH_DATA_DIR."
+    "<data_dir>/<task>/<file> and pass data_dir=... (CLI: --data-dir) or set WORKBENCH_DATA_DIR. Without local "
+    "files, a task reads lm-eval's dataset from the Hugging Face datasets hub when it is reachable or cached."
 )
 
 MMLU_SUBJECTS = (
@@ -81,6 +84,33 @@ def _find_file(task: str, data_dir: Path | None, candidates: Sequence[str]) -> P
     raise FileNotFoundError(
         f"task {task!r}: data file not found; looked for {[str(data_dir / c) for c in candidates]}. {DATA_HELP}"
     )
+
+
+def _documents(
+    task: str, data_dir: Path | None, candidates: Sequence[str], read: Callable[[Path], list[dict]],
+    split: str | None = None,
+) -> Callable[[], list[dict]]:
+    """A loader of `task`'s documents: the first local file of `candidates` (read lazily), else the datasets hub
+    copy (`hub_data`, loaded now so that a missing source fails before any evaluation starts).
+
+    Raises:
+        FileNotFoundError: neither source is there; names the local paths tried and the hub dataset.
+    """
+    try:
+        path = _find_file(task, data_dir, candidates)
+    except FileNotFoundError as local:
+        if hub_source(task) is None:
+            raise
+        try:
+            records = load_hub_records(task, split)
+        except FileNotFoundError as hub:
+            raise FileNotFoundError(f"{local} {hub}") from None
+        return lambda: records
+    return lambda: read(path)
+
+
+def _mc_reader(path: Path) -> list[dict]:
+    return read_jsonl(path, ("query", "choices", "gold"))
 
 
 def read_jsonl(path: str | os.PathLike, required: Sequence[str] = ()) -> list[dict[str, Any]]:
@@ -508,11 +538,11 @@ def _strip_prefix(text: str, prefix: str) -> str:
 
 
 def _piqa(d: Path | None) -> Task:
-    path = _find_file("piqa", d, ["piqa/piqa_llmfoundry.jsonl", "piqa/piqa.jsonl"])
+    docs = _documents("piqa", d, ["piqa/piqa_llmfoundry.jsonl", "piqa/piqa.jsonl"], _mc_reader)
     # llm-foundry's query is "Question: {goal}\n"; lm-eval's prompt is "Question: {{goal}}\nAnswer:"
     return MultipleChoiceTask(
         "piqa",
-        lambda: read_jsonl(path, ("query", "choices", "gold")),
+        docs,
         query=lambda x: "Question: " + _strip_prefix(x["query"], "Question: ").removesuffix("\n") + "\nAnswer:",
         choices=lambda x: x["choices"],
         gold=lambda x: int(x["gold"]),
@@ -520,10 +550,10 @@ def _piqa(d: Path | None) -> Task:
 
 
 def _arc(name: str, d: Path | None) -> Task:
-    path = _find_file(name, d, [f"{name}/{name}_llmfoundry.jsonl", f"{name}/{name}.jsonl"])
+    docs = _documents(name, d, [f"{name}/{name}_llmfoundry.jsonl", f"{name}/{name}.jsonl"], _mc_reader)
     return MultipleChoiceTask(
         name,
-        lambda: read_jsonl(path, ("query", "choices", "gold")),
+        docs,
         query=lambda x: "Question: " + _strip_prefix(x["query"], "Question: ") + "\nAnswer:",
         choices=lambda x: x["choices"],
         gold=lambda x: int(x["gold"]),
@@ -532,11 +562,12 @@ def _arc(name: str, d: Path | None) -> Task:
 
 
 def _openbookqa(d: Path | None) -> Task:
-    path = _find_file("openbookqa", d, ["openbookqa/openbookqa_llmfoundry.jsonl", "openbookqa/openbookqa.jsonl"])
+    docs = _documents("openbookqa", d, ["openbookqa/openbookqa_llmfoundry.jsonl", "openbookqa/openbookqa.jsonl"],
+                      _mc_reader)
     # lm-eval: doc_to_text is question_stem alone
     return MultipleChoiceTask(
         "openbookqa",
-        lambda: read_jsonl(path, ("query", "choices", "gold")),
+        docs,
         query=lambda x: _strip_prefix(x["query"], "Question: "),
         choices=lambda x: x["choices"],
         gold=lambda x: int(x["gold"]),
@@ -545,10 +576,10 @@ def _openbookqa(d: Path | None) -> Task:
 
 
 def _sciq(d: Path | None) -> Task:
-    path = _find_file("sciq", d, ["sciq/sciq_llmfoundry.jsonl", "sciq/sciq.jsonl"])
+    docs = _documents("sciq", d, ["sciq/sciq_llmfoundry.jsonl", "sciq/sciq.jsonl"], _mc_reader)
     return MultipleChoiceTask(
         "sciq",
-        lambda: read_jsonl(path, ("query", "choices", "gold")),
+        docs,
         query=lambda x: x["query"] if x["query"].rstrip().endswith("Answer:") else x["query"].rstrip() + "\nAnswer:",
         choices=lambda x: x["choices"],
         gold=lambda x: int(x["gold"]),
@@ -556,11 +587,11 @@ def _sciq(d: Path | None) -> Task:
 
 
 def _boolq(d: Path | None) -> Task:
-    path = _find_file("boolq", d, ["boolq/boolq_llmfoundry.jsonl", "boolq/boolq.jsonl"])
+    docs = _documents("boolq", d, ["boolq/boolq_llmfoundry.jsonl", "boolq/boolq.jsonl"], _mc_reader)
     # llm-foundry: "Passage: {passage}\nQuestion: {question}?"; lm-eval: "{{passage}}\nQuestion: {{question}}?\nAnswer:"
     return MultipleChoiceTask(
         "boolq",
-        lambda: read_jsonl(path, ("query", "choices", "gold")),
+        docs,
         query=lambda x: _strip_prefix(x["query"], "Passage: ") + "\nAnswer:",
         choices=lambda x: ["no", "yes"],
         gold=lambda x: int(x["gold"]),
@@ -569,10 +600,11 @@ def _boolq(d: Path | None) -> Task:
 
 
 def _winogrande(d: Path | None) -> Task:
-    path = _find_file("winogrande", d, ["winogrande/winogrande_llmfoundry.jsonl", "winogrande/winogrande.jsonl"])
+    docs = _documents("winogrande", d, ["winogrande/winogrande_llmfoundry.jsonl", "winogrande/winogrande.jsonl"],
+                      lambda p: read_jsonl(p, ("context_options", "continuation", "gold")))
     return PartialScoringTask(
         "winogrande",
-        lambda: read_jsonl(path, ("context_options", "continuation", "gold")),
+        docs,
         contexts=lambda x: list(x["context_options"]),
         continuation=lambda x: x["continuation"].strip(),
         gold=lambda x: int(x["gold"]),
@@ -580,21 +612,23 @@ def _winogrande(d: Path | None) -> Task:
 
 
 def _lambada(d: Path | None) -> Task:
-    path = _find_file("lambada_openai", d, ["lambada/lambada_test.jsonl", "lambada_openai/lambada_test.jsonl"])
+    docs = _documents("lambada_openai", d, ["lambada/lambada_test.jsonl", "lambada_openai/lambada_test.jsonl"],
+                      lambda p: read_jsonl(p, ("text",)))
     # lm-eval: context = all words but the last joined by " ", continuation = " " + last word
     return LoglikelihoodTask(
         "lambada_openai",
-        lambda: read_jsonl(path, ("text",)),
+        docs,
         context=lambda x: " ".join(x["text"].split(" ")[:-1]),
         continuation=lambda x: " " + x["text"].split(" ")[-1],
     )
 
 
 def _hellaswag(d: Path | None) -> Task:
-    path = _find_file("hellaswag", d, ["hellaswag/hellaswag_val_full.txt.bz2", "hellaswag/hellaswag_val.txt"])
+    docs = _documents("hellaswag", d, ["hellaswag/hellaswag_val_full.txt.bz2", "hellaswag/hellaswag_val.txt"],
+                      read_hellaswag_text)
     return MultipleChoiceTask(
         "hellaswag",
-        lambda: read_hellaswag_text(path),
+        docs,
         query=lambda x: hellaswag_preprocess(x["activity_label"] + ": " + x["ctx_a"] + " " + x["ctx_b"].capitalize()),
         choices=lambda x: [hellaswag_preprocess(e) for e in x["endings"]],
         gold=lambda x: int(x["label"]),
@@ -602,13 +636,13 @@ def _hellaswag(d: Path | None) -> Task:
 
 
 def _mmlu(subject: str, d: Path | None) -> Task:
-    test = _find_file(f"mmlu_{subject}", d, [f"mmlu/test/{subject}_test.csv"])
-    dev = _find_file(f"mmlu_{subject}", d, [f"mmlu/dev/{subject}_dev.csv"])
+    test = _documents(f"mmlu_{subject}", d, [f"mmlu/test/{subject}_test.csv"], read_mmlu_csv)
+    dev = _documents(f"mmlu_{subject}", d, [f"mmlu/dev/{subject}_dev.csv"], read_mmlu_csv, split="dev")
     letters = ["A", "B", "C", "D"]
     return MultipleChoiceTask(
         f"mmlu_{subject}",
-        lambda: read_mmlu_csv(test),
-        fewshot_docs=lambda: read_mmlu_csv(dev),
+        test,
+        fewshot_docs=dev,
         description=f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n",
         sampler="first_n",
         query=lambda x: x["question"].strip()
@@ -621,7 +655,8 @@ def _mmlu(subject: str, d: Path | None) -> Task:
 
 
 def _triviaqa(d: Path | None) -> Task:
-    path = _find_file("triviaqa", d, ["triviaqa/triviaqa.jsonl", "triviaqa/triviaqa_llmfoundry.jsonl"])
+    docs = _documents("triviaqa", d, ["triviaqa/triviaqa.jsonl", "triviaqa/triviaqa_llmfoundry.jsonl"],
+                      lambda p: read_jsonl(p, ("question",)))
 
     def refs(x: dict) -> list[str]:
         a = x.get("answers", x.get("aliases", x.get("answer")))
@@ -629,7 +664,7 @@ def _triviaqa(d: Path | None) -> Task:
 
     return GenerationTask(
         "triviaqa",
-        lambda: read_jsonl(path, ("question",)),
+        docs,
         query=lambda x: f"Question: {x['question']}?\nAnswer:",
         references=refs,
     )
