@@ -11,7 +11,7 @@ import pytest
 
 datasets = pytest.importorskip("datasets")
 
-from workbench.evals.hub_data import HUB_DATASETS  # noqa: E402
+from workbench.evals.hub_data import FEWSHOT_SPLITS, HUB_DATASETS  # noqa: E402
 from workbench.evals.tasks import get_tasks  # noqa: E402
 
 LETTERS = "ABCDE"
@@ -40,19 +40,27 @@ def test_hub_copy_gives_the_same_prompts(task, shared_data, tmp_path, monkeypatc
     local_docs = local.docs()[:40]
     calls = []
 
+    shot_docs = local.fewshot_pool()[0] if task.startswith("mmlu") else local.docs()[40:60]  # "train" / "dev"
+
     def fake_load_dataset(path, name=None, split=None):
         calls.append((path, name, split))
-        records = local.fewshot_pool()[0] if split == "dev" else local_docs
+        records = local_docs if split == "test" or split == HUB_DATASETS.get(task, ("",) * 3)[2] else shot_docs
         return [to_hub(task, r) for r in records]
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # no reachability probe
     hub = get_tasks(task, tmp_path)[0]  # an empty data directory: nothing local
-    expected = [("cais/mmlu", "anatomy", "test"), ("cais/mmlu", "anatomy", "dev")] if task.startswith("mmlu") else [
-        HUB_DATASETS[task][:3]]  # fmt: skip
-    assert calls == expected
-    prefix = hub.fewshot_prefix(hub.fewshot_pool()[0][:2])
-    assert prefix == local.fewshot_prefix(local.fewshot_pool()[0][:2])
+    if task.startswith("mmlu"):
+        assert calls == [("cais/mmlu", "anatomy", "test"), ("cais/mmlu", "anatomy", "dev")]
+    else:  # the evaluated split, then lm-eval's few-shot split (lambada has none: shots from the same split)
+        assert calls == [HUB_DATASETS[task][:3]] + ([HUB_DATASETS[task][:2] + (FEWSHOT_SPLITS[task],)]
+                                                  if task in FEWSHOT_SPLITS else [])  # fmt: skip
+    pool, same_split = hub.fewshot_pool()
+    assert same_split == (task == "lambada_openai")
+    if not same_split:
+        assert len(pool) == len(shot_docs)
+    prefix = hub.fewshot_prefix(pool[:2])
+    assert prefix == local.fewshot_prefix((local_docs if same_split else shot_docs)[:2])
     for mine, theirs in zip(hub.docs(), local_docs):
         assert hub.requests(mine, prefix) == local.requests(theirs, prefix)
 

@@ -55,6 +55,8 @@ HUB_DATASETS: dict[str, tuple[str, str | None, str, Callable[[Record], Record]]]
                  lambda r: {"question": r["question"], "answers": list(r["answer"]["aliases"])}),
 }  # fmt: skip
 MMLU_HUB = "cais/mmlu"  # config = subject; splits "test" and "dev" (the five few-shot examples)
+# lm-eval draws few-shot examples from the training split where a dataset has one (lambada has none: same split)
+FEWSHOT_SPLITS = {task: "train" for task in HUB_DATASETS if task != "lambada_openai"}
 
 
 def hub_source(task: str) -> tuple[str, str | None, str, Callable[[Record], Record]] | None:

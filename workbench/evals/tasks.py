@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.evals import metrics as M
-from workbench.evals.hub_data import hub_source, load_hub_records
+from workbench.evals.hub_data import FEWSHOT_SPLITS, hub_source, load_hub_records
 
 DATA_HELP = (
     "The benchmark files are described in shared/data/SOURCES.md (llm-foundry's local_data JSONL, LAMBADA's "
@@ -86,12 +86,18 @@ def _find_file(task: str, data_dir: Path | None, candidates: Sequence[str]) -> P
     )
 
 
+Loader = Callable[[], list[dict]]
+
+
 def _documents(
     task: str, data_dir: Path | None, candidates: Sequence[str], read: Callable[[Path], list[dict]],
     split: str | None = None,
-) -> Callable[[], list[dict]]:
-    """A loader of `task`'s documents: the first local file of `candidates` (read lazily), else the datasets hub
-    copy (`hub_data`, loaded now so that a missing source fails before any evaluation starts).
+) -> tuple[Loader, Loader | None]:
+    """Loaders of `task`'s documents and of its few-shot pool.
+
+    The first local file of `candidates` is read lazily, and its single split also provides the shots (pool
+    None). Without one, the datasets-hub copy (`hub_data`) is loaded now, so that a missing source fails before
+    any evaluation starts, with lm-eval's few-shot split (`FEWSHOT_SPLITS`) as the pool.
 
     Raises:
         FileNotFoundError: neither source is there; names the local paths tried and the hub dataset.
@@ -103,10 +109,11 @@ def _documents(
             raise
         try:
             records = load_hub_records(task, split)
+            shots = load_hub_records(task, FEWSHOT_SPLITS[task]) if task in FEWSHOT_SPLITS else None
         except FileNotFoundError as hub:
             raise FileNotFoundError(f"{local} {hub}") from None
-        return lambda: records
-    return lambda: read(path)
+        return (lambda: records), (None if shots is None else lambda: shots)
+    return (lambda: read(path)), None
 
 
 def _mc_reader(path: Path) -> list[dict]:
@@ -538,11 +545,12 @@ def _strip_prefix(text: str, prefix: str) -> str:
 
 
 def _piqa(d: Path | None) -> Task:
-    docs = _documents("piqa", d, ["piqa/piqa_llmfoundry.jsonl", "piqa/piqa.jsonl"], _mc_reader)
+    docs, shots = _documents("piqa", d, ["piqa/piqa_llmfoundry.jsonl", "piqa/piqa.jsonl"], _mc_reader)
     # llm-foundry's query is "Question: {goal}\n"; lm-eval's prompt is "Question: {{goal}}\nAnswer:"
     return MultipleChoiceTask(
         "piqa",
         docs,
+        fewshot_docs=shots,
         query=lambda x: "Question: " + _strip_prefix(x["query"], "Question: ").removesuffix("\n") + "\nAnswer:",
         choices=lambda x: x["choices"],
         gold=lambda x: int(x["gold"]),
@@ -550,10 +558,11 @@ def _piqa(d: Path | None) -> Task:
 
 
 def _arc(name: str, d: Path | None) -> Task:
-    docs = _documents(name, d, [f"{name}/{name}_llmfoundry.jsonl", f"{name}/{name}.jsonl"], _mc_reader)
+    docs, shots = _documents(name, d, [f"{name}/{name}_llmfoundry.jsonl", f"{name}/{name}.jsonl"], _mc_reader)
     return MultipleChoiceTask(
         name,
         docs,
+        fewshot_docs=shots,
         query=lambda x: "Question: " + _strip_prefix(x["query"], "Question: ") + "\nAnswer:",
         choices=lambda x: x["choices"],
         gold=lambda x: int(x["gold"]),
@@ -562,12 +571,13 @@ def _arc(name: str, d: Path | None) -> Task:
 
 
 def _openbookqa(d: Path | None) -> Task:
-    docs = _documents("openbookqa", d, ["openbookqa/openbookqa_llmfoundry.jsonl", "openbookqa/openbookqa.jsonl"],
+    docs, shots = _documents("openbookqa", d, ["openbookqa/openbookqa_llmfoundry.jsonl", "openbookqa/openbookqa.jsonl"],
                       _mc_reader)
     # lm-eval: doc_to_text is question_stem alone
     return MultipleChoiceTask(
         "openbookqa",
         docs,
+        fewshot_docs=shots,
         query=lambda x: _strip_prefix(x["query"], "Question: "),
         choices=lambda x: x["choices"],
         gold=lambda x: int(x["gold"]),
@@ -576,10 +586,11 @@ def _openbookqa(d: Path | None) -> Task:
 
 
 def _sciq(d: Path | None) -> Task:
-    docs = _documents("sciq", d, ["sciq/sciq_llmfoundry.jsonl", "sciq/sciq.jsonl"], _mc_reader)
+    docs, shots = _documents("sciq", d, ["sciq/sciq_llmfoundry.jsonl", "sciq/sciq.jsonl"], _mc_reader)
     return MultipleChoiceTask(
         "sciq",
         docs,
+        fewshot_docs=shots,
         query=lambda x: x["query"] if x["query"].rstrip().endswith("Answer:") else x["query"].rstrip() + "\nAnswer:",
         choices=lambda x: x["choices"],
         gold=lambda x: int(x["gold"]),
@@ -587,11 +598,12 @@ def _sciq(d: Path | None) -> Task:
 
 
 def _boolq(d: Path | None) -> Task:
-    docs = _documents("boolq", d, ["boolq/boolq_llmfoundry.jsonl", "boolq/boolq.jsonl"], _mc_reader)
+    docs, shots = _documents("boolq", d, ["boolq/boolq_llmfoundry.jsonl", "boolq/boolq.jsonl"], _mc_reader)
     # llm-foundry: "Passage: {passage}\nQuestion: {question}?"; lm-eval: "{{passage}}\nQuestion: {{question}}?\nAnswer:"
     return MultipleChoiceTask(
         "boolq",
         docs,
+        fewshot_docs=shots,
         query=lambda x: _strip_prefix(x["query"], "Passage: ") + "\nAnswer:",
         choices=lambda x: ["no", "yes"],
         gold=lambda x: int(x["gold"]),
@@ -600,11 +612,12 @@ def _boolq(d: Path | None) -> Task:
 
 
 def _winogrande(d: Path | None) -> Task:
-    docs = _documents("winogrande", d, ["winogrande/winogrande_llmfoundry.jsonl", "winogrande/winogrande.jsonl"],
+    docs, shots = _documents("winogrande", d, ["winogrande/winogrande_llmfoundry.jsonl", "winogrande/winogrande.jsonl"],
                       lambda p: read_jsonl(p, ("context_options", "continuation", "gold")))
     return PartialScoringTask(
         "winogrande",
         docs,
+        fewshot_docs=shots,
         contexts=lambda x: list(x["context_options"]),
         continuation=lambda x: x["continuation"].strip(),
         gold=lambda x: int(x["gold"]),
@@ -612,23 +625,25 @@ def _winogrande(d: Path | None) -> Task:
 
 
 def _lambada(d: Path | None) -> Task:
-    docs = _documents("lambada_openai", d, ["lambada/lambada_test.jsonl", "lambada_openai/lambada_test.jsonl"],
+    docs, shots = _documents("lambada_openai", d, ["lambada/lambada_test.jsonl", "lambada_openai/lambada_test.jsonl"],
                       lambda p: read_jsonl(p, ("text",)))
     # lm-eval: context = all words but the last joined by " ", continuation = " " + last word
     return LoglikelihoodTask(
         "lambada_openai",
         docs,
+        fewshot_docs=shots,
         context=lambda x: " ".join(x["text"].split(" ")[:-1]),
         continuation=lambda x: " " + x["text"].split(" ")[-1],
     )
 
 
 def _hellaswag(d: Path | None) -> Task:
-    docs = _documents("hellaswag", d, ["hellaswag/hellaswag_val_full.txt.bz2", "hellaswag/hellaswag_val.txt"],
+    docs, shots = _documents("hellaswag", d, ["hellaswag/hellaswag_val_full.txt.bz2", "hellaswag/hellaswag_val.txt"],
                       read_hellaswag_text)
     return MultipleChoiceTask(
         "hellaswag",
         docs,
+        fewshot_docs=shots,
         query=lambda x: hellaswag_preprocess(x["activity_label"] + ": " + x["ctx_a"] + " " + x["ctx_b"].capitalize()),
         choices=lambda x: [hellaswag_preprocess(e) for e in x["endings"]],
         gold=lambda x: int(x["label"]),
@@ -636,8 +651,8 @@ def _hellaswag(d: Path | None) -> Task:
 
 
 def _mmlu(subject: str, d: Path | None) -> Task:
-    test = _documents(f"mmlu_{subject}", d, [f"mmlu/test/{subject}_test.csv"], read_mmlu_csv)
-    dev = _documents(f"mmlu_{subject}", d, [f"mmlu/dev/{subject}_dev.csv"], read_mmlu_csv, split="dev")
+    test, _ = _documents(f"mmlu_{subject}", d, [f"mmlu/test/{subject}_test.csv"], read_mmlu_csv)
+    dev, _ = _documents(f"mmlu_{subject}", d, [f"mmlu/dev/{subject}_dev.csv"], read_mmlu_csv, split="dev")
     letters = ["A", "B", "C", "D"]
     return MultipleChoiceTask(
         f"mmlu_{subject}",
@@ -655,7 +670,7 @@ def _mmlu(subject: str, d: Path | None) -> Task:
 
 
 def _triviaqa(d: Path | None) -> Task:
-    docs = _documents("triviaqa", d, ["triviaqa/triviaqa.jsonl", "triviaqa/triviaqa_llmfoundry.jsonl"],
+    docs, shots = _documents("triviaqa", d, ["triviaqa/triviaqa.jsonl", "triviaqa/triviaqa_llmfoundry.jsonl"],
                       lambda p: read_jsonl(p, ("question",)))
 
     def refs(x: dict) -> list[str]:
@@ -665,6 +680,7 @@ def _triviaqa(d: Path | None) -> Task:
     return GenerationTask(
         "triviaqa",
         docs,
+        fewshot_docs=shots,
         query=lambda x: f"Question: {x['question']}?\nAnswer:",
         references=refs,
     )
