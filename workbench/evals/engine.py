@@ -186,7 +186,7 @@ class RequestEngine:
         max_length: the context window; default `model.config.max_position_embeddings` (lm-eval's choice).
         cache: a `RequestCache` for resuming, or None.
         model_id: identity used in cache keys; default `model_fingerprint(model)` (computed when a cache is used).
-        share_context_kv: reuse a shared context's KV cache for its multi-token continuations.
+        share_context_kv: run each token prefix shared by several inputs once and reuse its KV cache below it.
         progress: show tqdm progress bars.
         on_batch: called after every committed batch with the engine's `stats` (tests use it to interrupt a run).
     """
