@@ -132,6 +132,8 @@ class _Tok:
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, no special tokens added (as lm-eval's causal-LM `tok_encode`), in one batch."""
+        if not texts:
+            return []
         if self.raw:
             return [e.ids for e in self.tok.encode_batch(list(texts), add_special_tokens=False)]
         return [list(ids) for ids in self.tok(list(texts), add_special_tokens=False)["input_ids"]]
