@@ -9,11 +9,13 @@ import pytest
 from workbench.evals.prefix_tree import PrefixNode, build_prefix_forest
 
 
-def walk(nodes: list[PrefixNode], prefix: tuple = ()):
-    """(node, the tokens before it) for every node."""
-    for node in nodes:
-        yield node, prefix
-        yield from walk(node.children, prefix + node.tokens)
+def walk(nodes: list[PrefixNode], with_depth: bool = False):
+    """(node, the tokens before it[, its depth]) for every node (iterative: forests can be deeper than the stack)."""
+    stack = [(node, (), 1) for node in reversed(nodes)]
+    while stack:
+        node, before, depth = stack.pop()
+        yield (node, before, depth) if with_depth else (node, before)
+        stack += [(child, before + node.tokens, depth + 1) for child in reversed(node.children)]
 
 
 def check_forest(inputs: list[tuple], forest: list[PrefixNode], min_shared: int) -> None:
@@ -68,6 +70,18 @@ def test_random_inputs(min_shared):
     rnd = random.Random(min_shared)
     inputs = [tuple(rnd.randrange(3) for _ in range(rnd.randrange(1, 15))) for _ in range(300)]
     check_forest(inputs, build_prefix_forest(inputs, min_shared), min_shared)
+
+
+@pytest.mark.parametrize("min_shared", [1, 16])
+def test_long_chain_of_prefixes(min_shared):
+    # every input is a prefix of the next: the deepest nesting the forest can have, deeper than Python's default
+    inputs = [tuple(range(n)) for n in range(1, 1200)]
+    forest = build_prefix_forest(inputs, min_shared)
+    ends = [node.ends for node, before in walk(forest) if node.ends is not None and node.ends == before + node.tokens]
+    assert sorted(ends) == inputs  # each input ends once, where its path spells it
+    assert all(len(node.tokens) >= min_shared for node, _ in walk(forest) if node.children)
+    levels = max(depth for _, _, depth in walk(forest, with_depth=True))
+    assert levels == (1199 if min_shared == 1 else 1199 // 16 + 1)  # a level per shared 16-token segment at most
 
 
 def test_bad_arguments():

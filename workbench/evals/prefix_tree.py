@@ -9,6 +9,7 @@ it, which costs less than one more batched forward.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -52,9 +53,19 @@ def build_prefix_forest(inputs: Iterable[Tokens], min_shared: int) -> list[Prefi
     if min_shared < 1:
         raise ValueError(f"min_shared must be >= 1, got {min_shared}")
     unique = sorted(set(inputs))
-    if unique and not unique[0]:
+    if not unique:
+        return []
+    if not unique[0]:
         raise ValueError("empty input: every input needs at least one token")
-    return _build(unique, 0, min_shared) if unique else []
+    # Nesting grows by at most two calls per token of the longest input (a chain of inputs that are prefixes of
+    # one another); a 2,048-token window can need more than Python's default limit of 1,000.
+    needed = 2 * max(map(len, unique)) + 100
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, needed))
+    try:
+        return _build(unique, 0, min_shared)
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def _build(inputs: list[Tokens], depth: int, min_shared: int) -> list[PrefixNode]:
