@@ -1,4 +1,6 @@
-"""Shared fixtures: where the reference data lives, and a skip when it is absent."""
+"""The one fixture module: reference data (skipped with a reason where absent), one torch thread, checkpoints.
+
+Model factories and other plain helpers are in `tests/helpers.py`."""
 
 from __future__ import annotations
 
@@ -6,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
-NEOX_TOKENIZER = SHARED_DATA / "tokenizer" / "gpt-neox-20b.tokenizer.json"
+from tests.helpers import NEOX_TOKENIZER, SHARED_DATA, build_tiny_checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -39,28 +39,6 @@ def _one_torch_thread():
     torch.set_num_threads(previous)
 
 
-def build_tiny_model(out: Path, tokenizer_file: Path) -> Path:
-    """A random 2-layer GPT-NeoX saved with transformers, with the GPT-NeoX-20B tokenizer beside it."""
-    import json
-    import shutil
-
-    import torch
-    import transformers
-
-    cfg = transformers.GPTNeoXConfig(
-        vocab_size=50304, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
-        max_position_embeddings=2048, rotary_pct=0.25, bos_token_id=0, eos_token_id=0, tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    transformers.GPTNeoXForCausalLM(cfg).eval().save_pretrained(out)
-    shutil.copy(tokenizer_file, out / "tokenizer.json")
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "GPTNeoXTokenizer", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
-        "unk_token": "<|endoftext|>", "pad_token": "<|padding|>", "add_bos_token": False, "add_eos_token": False,
-    }))
-    return out
-
-
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory, neox_tokenizer_file) -> Path:
     """The evals tests' checkpoint: the embedded demo model, or a tiny random one where it is missing."""
@@ -69,4 +47,4 @@ def model_dir(tmp_path_factory, neox_tokenizer_file) -> Path:
     demo = workbench.demo_path()
     if (demo / "config.json").is_file():
         return demo
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_neox"), neox_tokenizer_file)
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_neox"), neox_tokenizer_file)

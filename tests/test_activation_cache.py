@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hook_models import one_thread, random_tokens, tiny_model  # noqa: F401 (one_thread: autouse fixture)
+from tests.helpers import random_tokens, tiny_model
+from workbench.hook_points import in_full_cache
 
 ATOL = 1e-5
 
@@ -31,7 +32,7 @@ def test_shorthand_keys(run):
     assert cache["post", 0] is cache["blocks.0.mlp.hook_post"]
     assert cache["z", 1] is cache["blocks.1.attn.hook_z"]
     assert ("q", 0) in cache and ("q", 7) not in cache
-    assert len(cache) == len(model.hook_names()) and list(cache) == list(cache.keys())
+    assert len(cache) == len([n for n in model.hook_names() if in_full_cache(n)]) and list(cache) == list(cache.keys())
     with pytest.raises(KeyError, match="out of range"):
         cache["resid_pre", 3]
     with pytest.raises(KeyError, match="ln1"):
@@ -96,14 +97,16 @@ def test_apply_ln_to_decomposition_sums_to_the_normalised_residual(run):
 
 
 def test_head_results_and_neurons_rebuild_layer_outputs(run):
-    model, _, _, cache = run
+    model, ids, _, cache = run
+    # hook_result is not in a full cache (as in TransformerLens): cache it by name to compare
+    _, results = model.run_with_cache(ids, names_filter=lambda n: n.endswith("attn.hook_result"))
     heads, labels = cache.stack_head_results(layer=-1, return_labels=True)
     assert labels[:5] == ["L0H0", "L0H1", "L0H2", "L0H3", "L1H0"] and heads.shape == (12, 2, 9, 64)
     for l in range(3):
         bias = model.gpt_neox.layers[l].attention.dense.bias
         torch.testing.assert_close(heads[4 * l:4 * l + 4].sum(0) + bias, cache["attn_out", l], atol=ATOL, rtol=0)
         # hook_result (cached) and the result computed from hook_z agree
-        torch.testing.assert_close(cache["result", l].movedim(2, 0), heads[4 * l:4 * l + 4], atol=ATOL, rtol=0)
+        torch.testing.assert_close(results["result", l].movedim(2, 0), heads[4 * l:4 * l + 4], atol=ATOL, rtol=0)
     with_rest, labels = cache.stack_head_results(layer=2, incl_remainder=True, return_labels=True)
     assert labels[-1] == "remainder" and len(labels) == 9
     torch.testing.assert_close(with_rest.sum(0), cache["resid_pre", 2], atol=ATOL, rtol=0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hook_models import one_thread, random_tokens, tiny_model  # noqa: F401 (one_thread: autouse fixture)
+from tests.helpers import random_tokens, tiny_model
 from workbench.analysis import (
     ablate_heads,
     attribution_patch,

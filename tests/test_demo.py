@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,23 @@ def test_transformers_loads_the_demo_and_agrees(model):
     assert (hf_tok.eos_token_id, hf_tok.pad_token_id) == (0, 1)
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, reference(ids).logits, atol=1e-4, rtol=1e-4)
+
+
+def _card_samples() -> list[tuple[str, str, str]]:
+    """(prompt, greedy, sampled) as the shipped model card prints them."""
+    found = re.findall(r"\*\*'(.*?)'\*\*\n\n- greedy: `(.*?)`\n- sampled \(T=0\.8\): `(.*?)`", (DEMO / "README.md").read_text())
+    return [(p, ast.literal_eval(g), ast.literal_eval(s)) for p, g, s in found]
+
+
+def test_card_samples_reproduce_the_shipped_card(model):
+    """The card's `sample` (now `workbench.generation.generate`, with a KV cache) gives the shipped card's text."""
+    from tokenizers import Tokenizer
+
+    from workbench.training.card import SAMPLE_PROMPTS, sample
+
+    tok = Tokenizer.from_file(str(DEMO / "tokenizer.json"))
+    shipped = _card_samples()
+    assert [p for p, _, _ in shipped] == list(SAMPLE_PROMPTS)
+    for i, (prompt, greedy, sampled) in enumerate(shipped):
+        assert sample(model, tok, prompt) == greedy
+        assert sample(model, tok, prompt, temperature=0.8, seed=i) == sampled

@@ -72,7 +72,7 @@ def _worker(rank: int, world: int, port: int, tokenizer_file: str, data_dir: str
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from workbench.evals.engine import RequestCache, RequestEngine
+    from workbench.evals.engine import CachingEngine, RequestCache, RequestEngine
 
     assert D.init_from_env(device="cpu")
     try:
@@ -93,8 +93,8 @@ def _worker(rank: int, world: int, port: int, tokenizer_file: str, data_dir: str
         rolling = engine.loglikelihood_rolling([c for _, c, _ in items[::2]])
         # ranks with different request caches (rank 0 has some requests cached, rank 1 none) batch differently:
         # the requests that fall through every rank's share are computed afterwards, nothing is lost
-        cached = D.wrap_engine(RequestEngine(model, tokenizer, batch_size=3, progress=False, model_id="tiny",
-                                             cache=RequestCache(Path(out_dir, f"cache{rank}.jsonl"))))
+        cached = D.wrap_engine(CachingEngine(RequestEngine(model, tokenizer, batch_size=3, progress=False),
+                                             RequestCache(Path(out_dir, f"cache{rank}.jsonl")), model_id="tiny"))
         if rank == 0:
             cached.engine.loglikelihood([(c, x) for _, c, x in items[:5]])
         with_cache = cached.loglikelihood([(c, x) for _, c, x in items])

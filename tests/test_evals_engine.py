@@ -16,7 +16,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from conftest import build_tiny_model  # noqa: E402  (shared with the agreement tests)
+from tests.helpers import build_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +190,7 @@ def test_cache_keys_differ_between_models(model, tmp_path, neox_tokenizer_file):
     import workbench
     from workbench.evals.engine import model_fingerprint
 
-    other = workbench.load(str(build_tiny_model(tmp_path / "other", neox_tokenizer_file)))
+    other = workbench.load(str(build_tiny_checkpoint(tmp_path / "other", neox_tokenizer_file)))
     with torch.no_grad():
         next(other.parameters()).add_(0.01)
     assert model_fingerprint(model) != model_fingerprint(other)

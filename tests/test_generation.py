@@ -128,3 +128,83 @@ def test_bad_sampling_arguments(pair, kwargs, match):
     _, ours = pair
     with pytest.raises(ValueError, match=match):
         ours.generate(torch.tensor([[5, 6]]), max_new_tokens=2, do_sample=True, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------- stop strings
+
+
+class OneCharTokenizer:
+    """A stand-in tokenizer for the random models: token i decodes to one character of `alphabet` (none is
+    special: the random models emit PAD, EOS and BOS ids as any other)."""
+
+    def __init__(self, alphabet: str) -> None:
+        self.alphabet = alphabet
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return "".join(self.alphabet[i % len(self.alphabet)] for i in ids)
+
+
+def first_stop(tokenizer, continuation: list[int], stops: list[str]) -> int | None:
+    """The number of tokens after which the decoded continuation first contains a stop string (decoding every
+    prefix in full, the plain definition), or None."""
+    for n in range(1, len(continuation) + 1):
+        if any(s in tokenizer.decode(continuation[:n], skip_special_tokens=True) for s in stops):
+            return n
+    return None
+
+
+@pytest.mark.parametrize("alphabet", ["abcdefghijklmnopqrstuvwxyz", "αβγδεζηθικλμνξοπρστυφχψω"], ids=["ascii", "greek"])
+@pytest.mark.parametrize("which", ["one_token", "three_tokens"])
+def test_stop_strings_stop_each_row_where_its_text_first_contains_one(pair, alphabet, which):
+    """Rows stop (and are padded) at the first token after which their decoded continuation holds a stop string;
+    stop strings spanning several tokens, and multi-byte characters (the greek alphabet), included."""
+    _, ours = pair
+    tok = OneCharTokenizer(alphabet)
+    ids, mask = left_padded_prompts()
+    free = ours.generate(ids, attention_mask=mask, max_new_tokens=24, eos_token_id=[])[:, 9:].tolist()
+    texts = [tok.decode(row, skip_special_tokens=True) for row in free]
+    stops = [texts[0][6]] if which == "one_token" else [texts[1][9:12], texts[2][4:7]]
+    expected = [first_stop(tok, row, stops) for row in free]
+    assert sum(n is not None for n in expected) >= (1 if which == "one_token" else 2)
+    got = ours.generate(ids, attention_mask=mask, max_new_tokens=24, eos_token_id=[], pad_token_id=PAD,
+                        stop_strings=stops, tokenizer=tok)
+    assert got.shape[1] == 9 + max(n or 24 for n in expected)  # generation ends when every row has stopped
+    for r, n in enumerate(n or 24 for n in expected):
+        assert got[r, 9 : 9 + n].tolist() == free[r][:n] and (got[r, 9 + n :] == PAD).all()
+
+
+def test_stop_strings_with_eos_and_max_new_tokens(pair):
+    """EOS and the token limit still stop rows that no stop string stops."""
+    _, ours = pair
+    tok = OneCharTokenizer("abcdefghijklmnopqrstuvwxyz")
+    ids, mask = left_padded_prompts()
+    free = ours.generate(ids, attention_mask=mask, max_new_tokens=16, eos_token_id=[])
+    eos = int(free[0, 9 + 3])
+    stops = [tok.decode(free[1, 9 + 5 : 9 + 6].tolist())]
+    got = ours.generate(ids, attention_mask=mask, max_new_tokens=16, eos_token_id=eos, pad_token_id=PAD,
+                        stop_strings=stops, tokenizer=tok)
+    by_eos = ours.generate(ids, attention_mask=mask, max_new_tokens=16, eos_token_id=eos, pad_token_id=PAD)
+    for r in range(3):
+        n = first_stop(tok, by_eos[r, 9:].tolist(), stops)
+        if n is None:
+            assert torch.equal(got[r, 9:], by_eos[r, 9 : got.shape[1]])
+        else:
+            assert torch.equal(got[r, 9 : 9 + n], by_eos[r, 9 : 9 + n]) and (got[r, 9 + n :] == PAD).all()
+
+
+def test_text_output_is_cut_before_the_stop_string(model_dir):
+    """String prompts: the continuation ends before the first stop string (lm-eval's `until`), and generation
+    stops there instead of running to `max_new_tokens`."""
+    from workbench.generation import cut_at_stop
+
+    model = workbench.load(str(model_dir), dtype="float32")
+    prompts = ["And God said, Let there be", "In the beginning"]
+    free = model.generate(prompts, max_new_tokens=24, return_full_text=False)
+    stops = [free[0][8:10], free[1][12:15]]
+    got = model.generate(prompts, max_new_tokens=24, return_full_text=False, stop_strings=stops)
+    assert got == [cut_at_stop(text, stops) for text in free]
+    assert got[0] == free[0][: free[0].index(stops[0])] and all(len(g) < len(f) for g, f in zip(got, free))
+    assert model.generate(prompts, max_new_tokens=24, stop_strings=stops) == [p + g for p, g in zip(prompts, got)]
+    ids = model.tokenizer(prompts[:1], return_tensors="pt")["input_ids"]
+    assert model.generate(ids, max_new_tokens=24, stop_strings=stops[:1]).shape[1] < ids.shape[1] + 24
+    assert cut_at_stop("a.b,c", [",", "", "."]) == "a" == "a.b,c".split(",")[0].split(".")[0]

@@ -20,7 +20,7 @@ from workbench.analysis.heads import (
     repeated_sequence_losses,
     scores_frame,
 )
-from workbench.config import GPTNeoXConfig
+from tests.helpers import tiny_model
 from workbench.model import GPTNeoXForCausalLM
 
 SEQ = 12
@@ -38,7 +38,7 @@ class ForcedAttention(torch.nn.Module):
 
     def __init__(self, seq_len: int, vocab: int) -> None:
         super().__init__()
-        self.config = SimpleNamespace(vocab_size=vocab)
+        self.config = SimpleNamespace(vocab_size=vocab, num_hidden_layers=2)
         self.seq_len = seq_len
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
@@ -63,6 +63,11 @@ class ForcedAttention(torch.nn.Module):
         for q in range(second - 1, n - 1):  # prediction of position q + 1, in the second copy
             logits[torch.arange(b), q, tokens[:, q + 1 - self.seq_len]] = 100.0
         return SimpleNamespace(attentions=attentions if output_attentions else None, logits=logits)
+
+    def run_with_cache(self, tokens: torch.Tensor, names_filter=None, attention_mask=None):
+        """The one hook-API call the detectors make: the patterns under their cache keys."""
+        out = self(tokens, output_attentions=True)
+        return out.logits, {("pattern", layer): a for layer, a in enumerate(out.attentions)}
 
 
 def test_forced_attention_scores_are_the_known_answers():
@@ -89,10 +94,8 @@ def test_repeated_sequence_losses_of_a_perfect_copier():
 
 
 def _random_model(seed: int = 0) -> GPTNeoXForCausalLM:
-    config = GPTNeoXConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                           intermediate_size=64, max_position_embeddings=64, attn_implementation="eager")  # fmt: skip
-    torch.manual_seed(seed)
-    model = GPTNeoXForCausalLM(config).eval()
+    model = tiny_model(seed=seed, std=None, vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2,
+                       intermediate_size=64, max_position_embeddings=64, attn_implementation="eager")
     # sharpen the attention so heads differ from one another (initial weights give nearly uniform patterns)
     with torch.no_grad():
         for layer in model.gpt_neox.layers:
@@ -136,9 +139,11 @@ def test_scores_agree_with_transformers_attention(tmp_path):
     model = _random_model(seed=1)
     model.save_pretrained(tmp_path)
     reference = transformers.GPTNeoXForCausalLM.from_pretrained(tmp_path, attn_implementation="eager").eval()
-    for fn in (previous_token_scores, duplicate_token_scores, induction_scores):
-        torch.testing.assert_close(fn(model, batch=3, seq_len=SEQ, seed=7), fn(reference, batch=3, seq_len=SEQ, seed=7),
-                                   atol=1e-5, rtol=1e-4)  # fmt: skip
+    tokens = repeated_random_tokens(3, SEQ, VOCAB, seed=7)  # what the detectors draw for seed 7
+    with torch.no_grad():
+        theirs = detector_scores(torch.stack(reference(tokens, output_attentions=True).attentions), tokens, SEQ)
+    for name, fn in zip(DETECTORS, (previous_token_scores, duplicate_token_scores, induction_scores)):
+        torch.testing.assert_close(fn(model, batch=3, seq_len=SEQ, seed=7), theirs[name], atol=1e-5, rtol=1e-4)
 
 
 def test_tidy_table_matches_the_tensors():

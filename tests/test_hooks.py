@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import workbench.model as model_module
-from hook_models import one_thread, random_tokens, tiny_model  # noqa: F401 (one_thread: autouse fixture)
+from tests.helpers import random_tokens, tiny_model
+from workbench.hook_points import in_full_cache
 from workbench import Tokenizer
 
 EXPECTED_SHAPES = {  # b=2, p=9, h=4, dh=16, d=64, m=256
@@ -67,7 +68,11 @@ def test_every_hook_point_fires_once_with_the_documented_shape(parallel, model, 
     assert ("blocks.1.hook_resid_mid" in shapes) == (not parallel)
     if not parallel:
         assert shapes["blocks.1.hook_resid_mid"] == (2, 9, 64)
-    assert len(counts) == 3 * (19 if parallel else 20) + 3  # 3 blocks (+resid_mid), embed, ln_final x2
+    for name in ("attn_in", "q_input", "k_input", "v_input"):  # the split inputs: resid_pre, one copy per head
+        assert shapes[f"blocks.1.hook_{name}"] == (2, 9, 4, 64)
+    assert shapes["blocks.1.hook_mlp_in"] == (2, 9, 64)
+    # 3 blocks of 19 sites + the 5 split-input ones (+resid_mid), embed, ln_final x2
+    assert len(counts) == 3 * (24 if parallel else 25) + 3
 
 
 def test_hook_names_are_in_forward_order(seq_model):
@@ -196,7 +201,7 @@ def test_hooks_stay_active_through_generate(model):
     assert no_hooks_left(model)
 
 
-def test_pattern_hooks_compute_eagerly_only_where_asked(monkeypatch):
+def test_pattern_hooks_observe_beside_the_fused_kernel(monkeypatch):
     model = tiny_model(parallel=True)
     assert model.config.attn_implementation == "sdpa"
     fused_calls = []
@@ -208,8 +213,8 @@ def test_pattern_hooks_compute_eagerly_only_where_asked(monkeypatch):
         assert len(fused_calls) == 3
         fused_calls.clear()
         logits, cache = model.run_with_cache(ids, names_filter="blocks.1.attn.hook_pattern")
-        assert len(fused_calls) == 2  # layers 0 and 2 stay on the fused kernel
-        torch.testing.assert_close(logits, plain, atol=1e-5, rtol=0)
+        assert len(fused_calls) == 3  # every layer stays on the fused kernel; the pattern is computed beside it
+        assert torch.equal(logits, plain)
         eager = tiny_model(parallel=True, attn_implementation="eager")
         out = eager(ids, output_attentions=True)
     torch.testing.assert_close(cache["blocks.1.attn.hook_pattern"], out.attentions[1], atol=1e-6, rtol=0)
@@ -225,7 +230,8 @@ def test_names_filter_stores_only_what_was_asked(model):
         _, pred = model.run_with_cache(ids, names_filter=lambda n: n.endswith("hook_z"))
     assert list(some.keys()) == wanted
     assert list(pred.keys()) == [f"blocks.{l}.attn.hook_z" for l in range(3)]
-    assert set(full.keys()) == set(model.hook_names())
+    assert set(full.keys()) == {n for n in model.hook_names() if in_full_cache(n)}
+    assert "blocks.0.attn.hook_result" not in full and "blocks.0.hook_q_input" not in full  # as in TransformerLens
     expected_bytes = sum(full[n].numel() * full[n].element_size() for n in wanted)
     assert some.nbytes() == expected_bytes
     assert some.nbytes() * 10 < full.nbytes()
@@ -251,17 +257,12 @@ def test_incl_bwd_gradients_match_autograd_and_leave_parameters_alone(model):
     _, cache = model.run_with_cache(ids, names_filter=names, incl_bwd=True)
     assert all(p.grad is None for p in model.parameters())
     assert list(cache.keys()) == names + [n + "_grad" for n in names]
-    kept = {}
-
-    def keep(act, hook):
-        act.retain_grad()
-        kept[hook.name] = act
-
-    out = model.run_with_hooks(ids, fwd_hooks=[(names, keep)], labels=ids)
+    kept = {}  # the reference: gradients seen by backward hooks (tensor.register_hook), through loss.backward()
+    out = model.run_with_hooks(ids, bwd_hooks=[(names, lambda g, hook: kept.__setitem__(hook.name, g))], labels=ids)
     out.loss.backward()
     model.zero_grad(set_to_none=True)
     for name in names:
-        torch.testing.assert_close(cache[name + "_grad"], kept[name].grad, atol=1e-7, rtol=1e-5)
+        torch.testing.assert_close(cache[name + "_grad"], kept[name], atol=1e-7, rtol=1e-5)
 
 
 def test_backward_hooks_see_and_replace_gradients(model):

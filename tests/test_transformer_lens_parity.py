@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hook_models import one_thread, random_tokens, tiny_model  # noqa: F401 (one_thread: autouse fixture)
+from tests.helpers import random_tokens, tiny_model
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("transformer_lens")

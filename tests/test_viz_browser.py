@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_viz_support import browser, demo_or_random, launch_browser, screenshot
-from workbench.viz import data as D
+from tests.helpers import browser, demo_or_random, launch_browser, screenshot
+from workbench.inputs import as_prompts
 from workbench.viz.attention import AttentionView
 from workbench.viz.logit_lens import LogitLensView
 from workbench.viz.token_view import TokenView

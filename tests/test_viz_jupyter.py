@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from test_viz_support import REPO, browser, demo_or_random, launch_browser, screenshot
-from workbench.viz import data as D
+from tests.helpers import REPO, browser, demo_or_random, launch_browser, screenshot
+from workbench.inputs import as_prompts
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, browser]
 
@@ -41,8 +41,8 @@ def _notebook(path: Path, tokenizer: Path) -> None:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nb.cells = [
         nbformat.v4.new_code_cell(
-            f"import sys\nsys.path[:0] = [{str(REPO)!r}, {str(REPO / 'tests')!r}]\n"
-            "from test_viz_support import demo_or_random, random_model\n"
+            f"import sys\nsys.path[:0] = [{str(REPO)!r}]\n"
+            "from tests.helpers import demo_or_random, random_model\n"
             "from workbench.viz import AttentionView\n"
             f"model = demo_or_random({str(tokenizer)!r})"
         ),
@@ -111,7 +111,7 @@ def test_attention_view_in_jupyterlab(lab, neox_tokenizer_file):
 
     url, token = lab
     model = demo_or_random(str(neox_tokenizer_file))
-    ids = D.to_prompts(model, TEXT)[0].ids
+    ids = as_prompts(model, TEXT)[0].ids
     with torch.no_grad():
         att = model(torch.tensor([ids]), output_attentions=True).attentions
     L, H = len(att) - 1, att[0].shape[1] - 1

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from test_viz_support import SCREENSHOTS, random_model
-from workbench.viz import data as D
+from tests.helpers import SCREENSHOTS, random_model
+from workbench.analysis import logit_diff_by_layer, per_token_loss, residual_norms
+from workbench.inputs import as_prompts
 from workbench.viz import plots as P
 
 
@@ -34,7 +35,7 @@ def model(neox_tokenizer_file):
 
 
 def test_residual_norms(model):
-    norms, labels = D.residual_norms(model, ["The cat sat on the mat.", "Hello world"])
+    norms, labels = residual_norms(model, ["The cat sat on the mat.", "Hello world"])
     fig = P.plot_residual_norms(norms, labels)
     ax = fig.axes[0]
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("layer", "\u2016resid\u2016\u2082")
@@ -49,12 +50,12 @@ def test_residual_norms(model):
 
 
 def test_logit_diff_contributions(model):
-    attn, mlp, total = D.logit_diff_contributions(model, "The cat sat on the", " mat", " dog")
+    attn, mlp, total = logit_diff_by_layer(model, "The cat sat on the", " mat", " dog")
     fig = P.plot_logit_diff_contributions(attn, mlp, total)
     ax = fig.axes[0]
     assert ax.get_ylabel() == "logit difference contribution" and ax.get_xlabel() == "layer"
     heights = [p.get_height() for p in ax.patches]
-    np.testing.assert_allclose(heights, np.concatenate([attn, mlp]))
+    np.testing.assert_allclose(heights, np.concatenate([attn, mlp]), rtol=1e-6)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["attn", "mlp"]
     assert f"{total:.3f}" in ax.get_title()
     _png(fig, "logit_diff")
@@ -92,8 +93,8 @@ def test_patching_and_detector_heatmaps():
 
 
 def test_token_loss(model):
-    prompt = D.to_prompts(model, "The cat sat on the mat and the dog sat on the log.")[0]
-    loss = D.per_token_loss(model, prompt.ids)
+    prompt = as_prompts(model, "The cat sat on the mat and the dog sat on the log.")[0]
+    loss = per_token_loss(model, prompt.ids)[0][0].numpy()
     fig = P.plot_token_loss(prompt.tokens[1:], loss)
     ax = fig.axes[0]
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("token", "loss (nats)")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from test_viz_support import demo_or_random, random_model
-from workbench.viz import data as D
+from tests.helpers import demo_or_random, random_model
+from workbench.inputs import as_prompts
 from workbench.viz.attention import AttentionView, pool_max, quantise
 from workbench.viz.logit_lens import LogitLensView
 from workbench.viz.token_view import TokenView
@@ -23,13 +23,19 @@ def model(neox_tokenizer_file):
     return demo_or_random(str(neox_tokenizer_file))
 
 
+def _mlp_post(model, ids: list[int]) -> np.ndarray:
+    """MLP activations [layer, pos, d_mlp] as run_with_cache records them."""
+    _, cache = model.run_with_cache(torch.tensor([ids]), names_filter=lambda n: n.endswith("mlp.hook_post"))
+    return np.stack([cache["post", layer][0].numpy() for layer in range(model.config.num_hidden_layers)])
+
+
 def _payload(page: str) -> dict:
     return json.loads(re.search(r'<script type="application/json" id="wb-data">(.*?)</script>', page, re.S).group(1))
 
 
 def test_attention_view_serves_the_models_patterns(model):
     view = AttentionView(model, TEXTS)
-    ids = D.to_prompts(model, TEXTS[1])[0].ids
+    ids = as_prompts(model, TEXTS[1])[0].ids
     with torch.no_grad():
         att = model(torch.tensor([ids]), output_attentions=True).attentions
     layer, head = len(att) - 1, att[0].shape[1] - 1
@@ -45,10 +51,10 @@ def test_attention_view_serves_the_models_patterns(model):
 
 
 def test_attention_view_from_cache_equals_the_live_one(model):
-    ids = D.to_prompts(model, TEXTS[0])[0].ids
+    ids = as_prompts(model, TEXTS[0])[0].ids
     with torch.no_grad():
         out = model(torch.tensor([ids]), output_attentions=True)
-    tokens = D.to_prompts(model, TEXTS[0])[0].tokens
+    tokens = as_prompts(model, TEXTS[0])[0].tokens
     a = AttentionView.from_cache(out.attentions, tokens, layers=[0], heads=[1])
     b = AttentionView(model, TEXTS[0], layers=[0], heads=[1])
     assert a.prompts == b.prompts and a.layers == [0] and a.heads == [1]
@@ -119,7 +125,7 @@ def test_widgets_offer_a_static_html_fallback(model):
 
 def test_logit_lens_grid_matches_the_model(model):
     view = LogitLensView(model, TEXTS[0], k=3, targets=[" drink"])
-    ids = D.to_prompts(model, TEXTS[0])[0].ids
+    ids = as_prompts(model, TEXTS[0])[0].ids
     with torch.no_grad():
         probs = torch.softmax(model(torch.tensor([ids])).logits[0].float(), -1)
     n_rows = len(model.gpt_neox.layers) + 1
@@ -134,7 +140,7 @@ def test_logit_lens_grid_matches_the_model(model):
     final = view.grid(0, "final")
     assert all(r == 1 for r in final["target_rank"][-1])
     drink = view.grid(0, "text: drink")
-    tid = D._encode(model.tokenizer, " drink")[0]
+    tid = model.tokenizer.encode(" drink")[0]
     np.testing.assert_allclose(drink["target_prob"][-1], probs[:, tid].numpy(), rtol=1e-3, atol=1e-7)
     with pytest.raises(ValueError, match="unknown target"):
         view.grid(0, "bogus")
@@ -144,16 +150,19 @@ def test_logit_lens_grid_matches_the_model(model):
 
 def test_token_view_values(model):
     view = TokenView(model, TEXTS, kind="neuron", layer=0, neuron=3, k=4)
-    ids = D.to_prompts(model, TEXTS[0])[0].ids
+    ids = as_prompts(model, TEXTS[0])[0].ids
     loss = view.values("loss")["values"][0]
     assert loss[0] is None and len(loss) == len(ids)
-    np.testing.assert_allclose(loss[1:], D.per_token_loss(model, ids), atol=1e-5)
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0]
+    ref = torch.nn.functional.cross_entropy(logits[:-1].float(), torch.tensor(ids[1:]), reduction="none")
+    np.testing.assert_allclose(loss[1:], ref.numpy(), atol=1e-5)
     neuron = view.values("neuron:0:3")
-    post = D.mlp_post(model, ids)[0, :, 3]
+    post = _mlp_post(model, ids)[0, :, 3]
     np.testing.assert_allclose(neuron["values"][0], post, atol=2e-3)  # stored as float16
     scores = [e["score"] for e in neuron["examples"]]
     assert scores == sorted(scores, reverse=True) and len(scores) == 4
-    best = max(float(np.max(D.mlp_post(model, p.ids)[0, :, 3])) for p in D.to_prompts(model, TEXTS))
+    best = max(float(np.max(_mlp_post(model, p.ids)[0, :, 3])) for p in as_prompts(model, TEXTS))
     assert scores[0] == pytest.approx(best, abs=2e-3)
     last = f"L{len(model.gpt_neox.layers) - 1}.mlp"
     dla = view.values(f"dla:{last}")
@@ -168,7 +177,7 @@ def test_token_view_values(model):
 def test_attention_view_from_an_activation_cache(model):
     if not hasattr(model, "run_with_cache"):
         pytest.skip("this model has no run_with_cache (hooks not available)")
-    prompt = D.to_prompts(model, TEXTS[1])[0]
+    prompt = as_prompts(model, TEXTS[1])[0]
     _, cache = model.run_with_cache(torch.tensor([prompt.ids]))
     a = AttentionView.from_cache(cache, prompt.tokens)
     b = AttentionView(model, TEXTS[1])

@@ -16,8 +16,10 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-_ATTN_NAMES = ("q", "k", "v", "rot_q", "rot_k", "z", "result", "attn_scores", "pattern")
-_MLP_NAMES = ("pre", "post")
+from .hook_points import SITES
+
+# Shorthand -> component, from the site table: ("pattern", 3) is blocks.3.attn.hook_pattern.
+_COMPONENT_OF = {s.attr.removeprefix("hook_"): s.component for s in SITES if s.component in ("attn", "mlp")}
 _ALIASES = {"attn": "pattern", "attn_logits": "attn_scores", "key": "k", "query": "q", "value": "v",
             "mlp_pre": "pre", "mlp_post": "post"}
 _LAYER_TYPES = {"a": "attn", "attention": "attn", "m": "mlp", "b": "", "block": "", "blocks": "",
@@ -41,7 +43,7 @@ def act_name(name: str, layer: int | None = None, layer_type: str | None = None)
             return f"ln_final.hook_{name}"
         raise KeyError(f"{name!r} needs a layer, e.g. ({name!r}, 0)")
     if layer_type is None:
-        layer_type = "attn" if name in _ATTN_NAMES else "mlp" if name in _MLP_NAMES else ""
+        layer_type = _COMPONENT_OF.get(name, "")
         if name in ("scale", "normalized"):
             raise KeyError(f"({name!r}, {layer}) needs the layer norm: ({name!r}, {layer}, 'ln1') or 'ln2'")
     elif layer_type not in _LAYER_TYPES:

@@ -77,18 +77,28 @@ def causal_mask(query_len: int, key_len: int, device: torch.device) -> torch.Ten
     return torch.ones(query_len, key_len, dtype=torch.bool, device=device).tril(key_len - query_len)
 
 
-def attention_scores(q: torch.Tensor, k: torch.Tensor, mask: AttentionMask, scale: float) -> torch.Tensor:
-    """Scaled scores `[batch, head, query, key]`, masked positions -inf; fp32 for low-precision inputs."""
+def attention_scores(q: torch.Tensor, k: torch.Tensor, mask: AttentionMask, scale: float, strict: bool = False
+                     ) -> torch.Tensor:
+    """Scaled scores `[batch, head, query, key]`, masked positions -inf; fp32 for low-precision inputs.
+
+    With `strict` (what the hooks see, as TransformerLens masks): a padded key is masked for every query, so a
+    padding query that sees no real key gets a row of -inf; the forward instead lets such a row see every key
+    (as transformers does), which keeps its softmax finite. Only padding positions differ.
+    """
     if q.dtype in (torch.float16, torch.bfloat16):  # fp16 q.k can overflow before scaling
         q, k = q.float(), k.float()
     b, h, nq, dh = q.shape
     nk = k.shape[2]
     bias = mask.additive(q.device, q.dtype)  # [b or 1, 1, q, k]: 0 where allowed, -inf where masked
     if bias.shape[0] != 1:  # per-row padding: scale and mask in place, no extra [b, h, q, k] buffers
-        return torch.matmul(q, k.transpose(-1, -2)).mul_(scale).add_(bias)
-    # One gemm computes bias + scale * q @ k^T: no separate scaling and masking passes over the scores.
-    scores = torch.baddbmm(bias[0], q.reshape(b * h, nq, dh), k.reshape(b * h, nk, dh).transpose(1, 2), alpha=scale)
-    return scores.view(b, h, nq, nk)
+        scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scale).add_(bias)
+    else:  # one gemm computes bias + scale * q @ k^T: no separate scaling and masking passes over the scores
+        scores = torch.baddbmm(bias[0], q.reshape(b * h, nq, dh), k.reshape(b * h, nk, dh).transpose(1, 2), alpha=scale)
+        scores = scores.view(b, h, nq, nk)
+    if strict and mask.padding is not None:
+        allowed = causal_mask(nq, nk, q.device)[None, None] & mask.padding[:, None, None, :]
+        scores = scores.masked_fill_(~allowed, float("-inf"))
+    return scores
 
 
 def attention_probs(scores: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

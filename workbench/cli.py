@@ -10,7 +10,7 @@ import importlib
 import json
 import sys
 
-SUBCOMMAND_MODULES = ("workbench.train", "workbench.evals.cli")
+SUBCOMMAND_MODULES = ("workbench.training.cli", "workbench.evals.cli")
 
 
 def _info(args: argparse.Namespace) -> int:

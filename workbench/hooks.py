@@ -1,80 +1,24 @@
-"""Hook points: identity modules at every activation site, named with TransformerLens's vocabulary.
+"""The hook API of the models: attach hooks by TransformerLens name, run with hooks, cache activations.
 
-A `HookPoint` does nothing until a hook is attached, so an unhooked model runs at full speed. Sites whose
-values cost extra to produce (attention scores and patterns under a fused backend, per-head results, layer
-norm internals) ask `is_active()` and only compute them when something listens.
+The hook points themselves and the table of sites are in `workbench.hook_points`; this module is what a
+user calls: `model.add_hook`, `model.hooks(...)` (scoped), `run_with_hooks`, `run_with_cache`, `reset_hooks`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
+import inspect
 import re
 from typing import Any, Callable, Sequence
 
 import torch
-from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from .hook_points import HookPoint, in_full_cache, position_dim
+from .inputs import as_token_batch, encode_texts, is_text, require_tokenizer, token_strings
+
 HookFn = Callable[[torch.Tensor, "HookPoint"], "torch.Tensor | None"]
-
-
-class HookPoint(nn.Module):
-    """Identity module marking one activation; `name` is its TransformerLens name (e.g. `blocks.3.attn.hook_z`)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.name: str = ""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-    def is_active(self) -> bool:
-        """Whether any forward or backward hook is attached (the value must then be computed)."""
-        return bool(self._forward_hooks or self._forward_pre_hooks or self._backward_hooks)
-
-    def remove_hooks(self) -> None:
-        """Detach every hook from this point."""
-        self._forward_hooks.clear()
-        self._forward_pre_hooks.clear()
-        self._backward_hooks.clear()
-
-    def layer(self) -> int | None:
-        """Block index of this hook point (None for `hook_embed` and `ln_final.*`)."""
-        match = re.match(r"blocks\.(\d+)\.", self.name)
-        return int(match.group(1)) if match else None
-
-    def __repr__(self) -> str:
-        return f"HookPoint({self.name!r})"
-
-
-# Module paths follow transformers' checkpoint layout; hook names follow TransformerLens.
-_PATH_TO_TL = [
-    (r"^gpt_neox\.", ""),
-    (r"^layers\.(\d+)\.", r"blocks.\1."),
-    (r"\.input_layernorm\.", ".ln1."),
-    (r"\.post_attention_layernorm\.", ".ln2."),
-    (r"\.attention\.", ".attn."),
-    (r"^final_layer_norm\.", "ln_final."),
-]
-
-
-def transformer_lens_name(module_path: str) -> str:
-    """`gpt_neox.layers.3.attention.hook_z` -> `blocks.3.attn.hook_z`."""
-    name = module_path
-    for pattern, repl in _PATH_TO_TL:
-        name = re.sub(pattern, repl, name)
-    return name
-
-
-def name_hook_points(model: nn.Module) -> dict[str, HookPoint]:
-    """Give every HookPoint in `model` its TransformerLens name; return name -> hook point."""
-    points = {}
-    for path, module in model.named_modules():
-        if isinstance(module, HookPoint):
-            module.name = transformer_lens_name(path)
-            points[module.name] = module
-    return points
 
 
 # ---- hook API ---------------------------------------------------------------------------------------
@@ -99,7 +43,7 @@ def unknown_hook_error(name: str, valid: list[str], what: str = "hook point") ->
 class HookedModelMixin:
     """The hook API of every GPT-NeoX model class (run_with_cache, run_with_hooks, hooks(), reset_hooks).
 
-    The model class must set `self.hook_dict` (name -> HookPoint, see `name_hook_points`); `self.tokenizer`
+    The model class must set `self.hook_dict` (name -> HookPoint, `hook_points.name_hook_points`); `self.tokenizer`
     (optional) lets string inputs through.
     """
 
@@ -108,7 +52,7 @@ class HookedModelMixin:
     # ---- names ----------------------------------------------------------------------------------------
     def hook_names(self) -> list[str]:
         """All hook point names of this model, in the order a (sequential-residual) forward reaches them."""
-        return sorted(self.hook_dict, key=_forward_rank)
+        return list(self.hook_dict)
 
     def resolve_hook_points(self, selector: Any) -> list[HookPoint]:
         """Hook points selected by a name, a list of names, or a predicate over names.
@@ -148,14 +92,17 @@ class HookedModelMixin:
             handles = self.__dict__["_wb_hook_handles"] = []
         return handles
 
-    def add_hook(self, selector: Any, fn: HookFn, dir: str = "fwd") -> list[RemovableHandle]:
-        """Attach `fn(activation, hook) -> Tensor | None` to the selected hook points.
+    def add_hook(self, selector: Any, fn: HookFn, dir: str = "fwd", is_permanent: bool = False,
+                 prepend: bool = False) -> list[RemovableHandle]:
+        """Attach `fn(activation, hook) -> Tensor | None` to the selected hook points (TransformerLens's signature).
 
         Args:
             selector: a hook name, a list of names or a predicate over names.
-            fn: called with the activation (forward) or its gradient (backward) and the HookPoint; a returned
-                tensor replaces the value.
+            fn: called as `fn(value, hook=hook_point)` (or positionally, if it has no `hook` parameter) with the
+                activation (forward) or its gradient (backward); a returned tensor replaces the value.
             dir: "fwd" or "bwd".
+            is_permanent: survive `reset_hooks()` (unless `including_permanent=True`) and scoped contexts.
+            prepend: run before the hooks already on the point.
 
         Returns:
             The handles (also remembered by the model, so `reset_hooks()` removes them).
@@ -166,28 +113,47 @@ class HookedModelMixin:
             raise TypeError(f"a hook function must be callable, got {type(fn).__name__}")
         points = self.resolve_hook_points(selector)
         wrap = _forward_wrapper if dir == "fwd" else _backward_wrapper
-        handles = [point.register_forward_hook(wrap(fn)) for point in points]
+        handles = [point.register_forward_hook(wrap(fn), prepend=prepend) for point in points]
+        for handle in handles:
+            handle.wb_dir, handle.wb_permanent = dir, is_permanent
         self._hook_handles().extend(handles)
         return handles
 
-    def reset_hooks(self) -> None:
-        """Remove every hook from every hook point (including hooks attached outside this API)."""
-        for handle in self._hook_handles():
-            handle.remove()
-        self._hook_handles().clear()
+    def reset_hooks(self, clear_contexts: bool = True, direction: str = "both", including_permanent: bool = False
+                    ) -> None:
+        """Remove hooks from every hook point: those of `direction` ("fwd", "bwd" or "both"), permanent ones
+        only with `including_permanent` (hooks attached outside this API count as non-permanent forward hooks).
+        `clear_contexts` empties each point's `hook.ctx`."""
+        if direction not in ("fwd", "bwd", "both"):
+            raise ValueError(f"direction must be 'fwd', 'bwd' or 'both', got {direction!r}")
+        known = {h.id: h for h in self._hook_handles()}
         for point in self.hook_dict.values():
-            point.remove_hooks()
+            for hook_id in list(point._forward_hooks):
+                handle = known.get(hook_id)
+                kind, permanent = (handle.wb_dir, handle.wb_permanent) if handle is not None else ("fwd", False)
+                if direction in ("both", kind) and (including_permanent or not permanent):
+                    del point._forward_hooks[hook_id]
+                    known.pop(hook_id, None)
+            if clear_contexts:
+                point.ctx.clear()
+        self._hook_handles()[:] = [h for h in self._hook_handles() if h.id in known]
 
     @contextlib.contextmanager
-    def hooks(self, fwd_hooks: Sequence[tuple[Any, HookFn]] = (), bwd_hooks: Sequence[tuple[Any, HookFn]] = ()):
+    def hooks(self, fwd_hooks: Sequence[tuple[Any, HookFn]] = (), bwd_hooks: Sequence[tuple[Any, HookFn]] = (),
+              reset_hooks_end: bool = True, clear_contexts: bool = False):
         """Context in which the given hooks are attached; exactly those are removed on exit, also on error.
 
         Contexts nest: an inner context leaves the outer one's hooks in place.
 
             with model.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", fn)]):
                 model(tokens)
+
+        Args:
+            reset_hooks_end: False keeps the hooks after a normal exit (they are removed on an error anyway).
+            clear_contexts: also empty every `hook.ctx` on exit.
         """
         added: list[RemovableHandle] = []
+        ok = False
         try:
             for selector, fn in _pairs(fwd_hooks, "fwd_hooks"):
                 added += self.add_hook(selector, fn, "fwd")
@@ -195,11 +161,16 @@ class HookedModelMixin:
             for selector, fn in _pairs(bwd_hooks, "bwd_hooks"):
                 added += self.add_hook(selector, fn, "bwd")
             yield self
+            ok = True
         finally:
-            for handle in added:
-                handle.remove()
-            ids = {id(h) for h in added}
-            self._hook_handles()[:] = [h for h in self._hook_handles() if id(h) not in ids]
+            if reset_hooks_end or not ok:
+                for handle in added:
+                    handle.remove()
+                ids = {id(h) for h in added}
+                self._hook_handles()[:] = [h for h in self._hook_handles() if id(h) not in ids]
+            if clear_contexts:
+                for point in self.hook_dict.values():
+                    point.ctx.clear()
 
     # ---- inputs -------------------------------------------------------------------------------------
     def to_tokens(self, text: str | Sequence[str], prepend_bos: bool = False, padding_side: str | None = None
@@ -215,26 +186,11 @@ class HookedModelMixin:
             text: a string or a list of strings (padded to the longest, on `padding_side` or the tokenizer's).
             prepend_bos: put the tokenizer's bos token first (GPT-NeoX models were trained without it).
         """
-        tokenizer = getattr(self, "tokenizer", None)
-        if tokenizer is None:
-            raise ValueError("this model has no tokenizer (model.tokenizer is None): load it with "
-                             "workbench.load(...), set model.tokenizer, or pass token ids")
-        texts = [text] if isinstance(text, str) else list(text)
-        if not texts or not all(isinstance(t, str) for t in texts):
-            raise TypeError("text must be a str or a non-empty list of str")
-        if prepend_bos:
-            if tokenizer.bos_token is None:
-                raise ValueError("prepend_bos=True but the tokenizer has no bos_token")
-            texts = [tokenizer.bos_token + t for t in texts]
-        kwargs = {"padding_side": padding_side} if padding_side is not None else {}
-        enc = tokenizer(texts, padding=len(texts) > 1, return_tensors="pt", **kwargs)
-        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+        return encode_texts(require_tokenizer(self), text, padding_side, prepend_bos, self.device)
 
     def to_str_tokens(self, text: str | torch.Tensor | Sequence[int], prepend_bos: bool = False) -> list[str]:
         """The token strings of one text (or of a 1-D sequence of ids), for labelling positions."""
-        tokenizer = getattr(self, "tokenizer", None)
-        if tokenizer is None:
-            raise ValueError("this model has no tokenizer (model.tokenizer is None)")
+        tokenizer = require_tokenizer(self)
         if isinstance(text, str):
             ids = self.to_tokens(text, prepend_bos=prepend_bos)[0]
         else:
@@ -243,23 +199,20 @@ class HookedModelMixin:
                 ids = ids[0]
             if ids.dim() != 1:
                 raise ValueError(f"to_str_tokens takes one sequence, got ids of shape {tuple(ids.shape)}")
-        return [tokenizer.decode([int(i)]) for i in ids]
+        return token_strings(tokenizer, ids)
 
     def _model_inputs(self, inputs: Any, forward_kwargs: dict) -> dict:
         """`inputs` (text, texts or ids) -> keyword arguments of the forward."""
         kwargs = dict(forward_kwargs)
-        if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)):
-            if "attention_mask" in kwargs:
-                raise ValueError("attention_mask is built from the texts; pass token ids to give your own")
-            ids, mask = self.to_tokens_and_mask(inputs)
-            kwargs["input_ids"], kwargs["attention_mask"] = ids, mask
-        elif torch.is_tensor(inputs):
-            kwargs["input_ids"] = inputs.unsqueeze(0) if inputs.dim() == 1 else inputs
-        elif inputs is None:
+        if inputs is None:
             if "input_ids" not in kwargs and "inputs_embeds" not in kwargs:
                 raise ValueError("give inputs: a string, a list of strings or token ids [batch, pos]")
-        else:
-            raise TypeError(f"inputs must be a str, a list of str or a token tensor, got {type(inputs).__name__}")
+        elif is_text(inputs) and "attention_mask" in kwargs:
+            raise ValueError("attention_mask is built from the texts; pass token ids to give your own")
+        else:  # token ids keep the caller's attention_mask (it may also cover cached positions)
+            kwargs["input_ids"], mask = as_token_batch(self, inputs)
+            if mask is not None:
+                kwargs["attention_mask"] = mask
         kwargs.setdefault("use_cache", False)  # no KV cache unless asked: it is memory, not analysis
         return kwargs
 
@@ -285,21 +238,8 @@ class HookedModelMixin:
             The model's output (`.logits` `[batch, pos, vocab]`, `.loss`, ...).
         """
         kwargs = self._model_inputs(inputs, forward_kwargs)
-        if reset_hooks_end:
-            with self.hooks(fwd_hooks, bwd_hooks):
-                return self(**kwargs)
-        before = len(self._hook_handles())
-        try:  # hooks stay after a successful run (the caller resets them); never after an error
-            for selector, fn in _pairs(fwd_hooks, "fwd_hooks"):
-                self.add_hook(selector, fn, "fwd")
-            for selector, fn in _pairs(bwd_hooks, "bwd_hooks"):
-                self.add_hook(selector, fn, "bwd")
+        with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end=reset_hooks_end):
             return self(**kwargs)
-        except BaseException:
-            for handle in self._hook_handles()[before:]:
-                handle.remove()
-            del self._hook_handles()[before:]
-            raise
 
     def run_with_cache(
         self,
@@ -334,14 +274,17 @@ class HookedModelMixin:
 
         backward_metric = forward_kwargs.pop("backward_metric", None)
         kwargs = self._model_inputs(inputs, forward_kwargs)
-        points = self.hook_names() if names_filter is None else [p.name for p in self.resolve_hook_points(names_filter)]
+        if names_filter is None:  # everything but the per-head copies (TransformerLens's default too)
+            points = [name for name in self.hook_names() if in_full_cache(name)]
+        else:
+            points = [p.name for p in self.resolve_hook_points(names_filter)]
         store: dict[str, torch.Tensor] = {}
         live: dict[str, torch.Tensor] = {}  # undetached values, to take gradients with respect to
         keep = _position_selector(pos_slice)
 
         def finish(value: torch.Tensor, name: str) -> torch.Tensor:
             if keep is not None:
-                value = keep(value, 2 if name.endswith(_QUERY_POS_HOOKS) else 1)
+                value = keep(value, position_dim(name))
             if dtype is not None or device is not None:
                 value = value.to(device=device, dtype=dtype)
             return value
@@ -350,6 +293,8 @@ class HookedModelMixin:
             store[hook.name] = finish(activation.detach(), hook.name)
             if incl_bwd:
                 live[hook.name] = activation
+
+        save.wants_grad = incl_bwd  # gradients are taken w.r.t. these values: the forward must run through them
 
         if incl_bwd and backward_metric is None and "labels" not in kwargs and hasattr(self, "embed_out"):
             ids = kwargs.get("input_ids")
@@ -384,28 +329,6 @@ class HookedModelMixin:
         return (logits if logits is not None else output), cache
 
 
-_BLOCK_ORDER = ["hook_resid_pre", "ln1.hook_scale", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k",
-                "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k", "attn.hook_attn_scores", "attn.hook_pattern",
-                "attn.hook_z", "attn.hook_result", "hook_attn_out", "hook_resid_mid", "ln2.hook_scale",
-                "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post"]
-
-
-def _forward_rank(name: str) -> tuple[int, int, str]:
-    """Sort key putting hook names in forward order (unknown names last, alphabetically)."""
-    match = re.match(r"blocks\.(\d+)\.(.*)$", name)
-    if match:
-        rest = match.group(2)
-        return (1 + int(match.group(1)), _BLOCK_ORDER.index(rest) if rest in _BLOCK_ORDER else 99, rest)
-    if name == "hook_embed":
-        return (0, 0, name)
-    if name.startswith("ln_final."):
-        return (1 << 30, 0 if name.endswith("scale") else 1, name)
-    return (1 << 31, 0, name)
-
-
-_QUERY_POS_HOOKS = ("hook_attn_scores", "hook_pattern")  # [b, h, q, k]: the position is dimension 2
-
-
 def _position_selector(pos_slice: Any) -> Callable[[torch.Tensor, int], torch.Tensor] | None:
     """pos_slice -> fn(tensor, dim) keeping those positions (an int drops the dimension)."""
     if pos_slice is None:
@@ -431,20 +354,39 @@ def _pairs(hooks: Any, what: str) -> list[tuple[Any, HookFn]]:
     return pairs
 
 
+def _caller(fn: HookFn) -> Callable[[torch.Tensor, HookPoint], Any]:
+    """Call `fn(value, hook=point)` as TransformerLens does, or `fn(value, point)` if it has no `hook` parameter."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature
+        return lambda value, point: fn(value, point)
+    if any(p.name == "hook" and p.kind is not p.POSITIONAL_ONLY or p.kind is p.VAR_KEYWORD for p in params):
+        return lambda value, point: fn(value, hook=point)
+    return lambda value, point: fn(value, point)
+
+
 def _forward_wrapper(fn: HookFn):
-    """torch forward hook calling fn(output, hook); a returned tensor replaces the output."""
+    """torch forward hook calling fn(output, hook=point); a returned tensor replaces the output."""
+    call = _caller(fn)
+
     def forward_hook(module: HookPoint, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
-        result = fn(output, module)
+        result = call(output, module)
         if result is not None and not torch.is_tensor(result):
             raise TypeError(f"hook function on {module.name} returned {type(result).__name__}; "
                             "return a Tensor (to replace the activation) or None")
         return result
+
+    forward_hook.wants_grad = getattr(fn, "wants_grad", False)
     return forward_hook
 
 
 def _backward_wrapper(fn: HookFn):
-    """Forward hook that registers fn(grad, hook) on the output's gradient (a returned tensor replaces it)."""
+    """Forward hook that registers fn(grad, hook=point) on the output's gradient (a returned tensor replaces it)."""
+    call = _caller(fn)
+
     def forward_hook(module: HookPoint, args: tuple, output: torch.Tensor) -> None:
         if output.requires_grad:
-            output.register_hook(lambda grad: fn(grad, module))
+            output.register_hook(lambda grad: call(grad, module))
+
+    forward_hook.wants_grad = True  # the gradient must flow through this very value
     return forward_hook

@@ -25,7 +25,8 @@ from .attention import (
     sdpa_attention,
 )
 from .config import GPTNeoXConfig
-from .hooks import HookPoint, name_hook_points
+from .hook_points import SPLIT_INPUT_HOOKS, add_hook_points, name_hook_points
+from .hooks import HookedModelMixin
 from .kv_cache import KVCache
 from .rotary import apply_rotary, rotary_tables
 
@@ -98,21 +99,21 @@ class QuestionAnsweringModelOutput(ModelOutput):
 
 # ---- building blocks ------------------------------------------------------------------------------
 class LayerNorm(nn.LayerNorm):
-    """LayerNorm whose scale and output are hook points; the fused kernel runs unless they are hooked."""
+    """LayerNorm whose scale and normalised input are hook points, observed beside the fused kernel."""
 
     def __init__(self, size: int, eps: float) -> None:
         super().__init__(size, eps=eps)
-        self.hook_scale = HookPoint()  # [b, p, 1]
-        self.hook_normalized = HookPoint()  # [b, p, d]
+        add_hook_points(self, "ln")  # hook_scale [b, p, 1], hook_normalized [b, p, d]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         if not (self.hook_scale.is_active() or self.hook_normalized.is_active()):
-            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+            return out
         centred = x.float() - x.float().mean(-1, keepdim=True)
-        scale = self.hook_scale((centred.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        scale, use_scale = self.hook_scale.observe((centred.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
         # As TransformerLens: hook_normalized is the centred, rescaled input, before the weight and bias.
-        normalized = self.hook_normalized((centred / scale).to(x.dtype))
-        return normalized * self.weight + self.bias
+        normalized, use_normalized = self.hook_normalized.observe((centred / scale).to(x.dtype))
+        return normalized * self.weight + self.bias if use_scale or use_normalized else out
 
 
 class GPTNeoXAttention(nn.Module):
@@ -125,18 +126,11 @@ class GPTNeoXAttention(nn.Module):
         self.scale = self.head_size**-0.5
         self.query_key_value = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.attention_bias)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.attention_bias)
-        for name in ("q", "k", "v", "rot_q", "rot_k", "attn_scores", "pattern", "z", "result"):
-            setattr(self, f"hook_{name}", HookPoint())
+        add_hook_points(self, "attn")  # hook_q ... hook_result (workbench.hook_points.SITES)
 
     def needs_probs(self, output_attentions: bool, head_mask: torch.Tensor | None) -> bool:
-        """Probabilities are materialised only where asked for: fused kernels elsewhere."""
-        return (
-            output_attentions
-            or head_mask is not None
-            or self.config.attn_implementation == "eager"
-            or self.hook_pattern.is_active()
-            or self.hook_attn_scores.is_active()
-        )
+        """Whether the forward itself needs the probabilities (else a fused kernel runs; hooks only observe)."""
+        return output_attentions or head_mask is not None or self.config.attn_implementation == "eager"
 
     def forward(
         self,
@@ -147,13 +141,13 @@ class GPTNeoXAttention(nn.Module):
         head_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Args: x `[b, p, d]` (normed), rotary `(cos, sin)` `[b, 1, p, rotary_ndims]`, head_mask `[h]`.
+        """Args: x `[b, p, d]` (normed; or per-head (q, k, v) inputs `[b, p, h, d]`), rotary `(cos, sin)`
+        `[b, 1, p, rotary_ndims]`, head_mask `[h]`.
 
         Returns: attention output `[b, p, d]` and the probabilities `[b, h, q, k]` if they were computed.
         """
-        b, p, d = x.shape
-        qkv = self.query_key_value(x).view(b, p, self.num_heads, 3 * self.head_size)
-        q, k, v = qkv.chunk(3, dim=-1)  # each [b, p, h, dh]; heads interleave q|k|v in the checkpoint
+        q, k, v = self._project(x)  # each [b, p, h, dh]
+        b, p, d = q.shape[0], q.shape[1], self.dense.in_features
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         # Rotate in [b, h, p, dh]: the rotated q and k come out contiguous in the layout the matmuls want.
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -165,24 +159,49 @@ class GPTNeoXAttention(nn.Module):
 
         probs = None
         if self.needs_probs(output_attentions, head_mask):
-            scores = self.hook_attn_scores(attention_scores(q, k, mask, self.scale))
-            probs = self.hook_pattern(attention_probs(scores, q.dtype))
-            weights = F.dropout(probs, dropout, self.training)
-            if head_mask is not None:
-                weights = weights * head_mask.to(weights.dtype).view(1, -1, 1, 1)
-            z = torch.matmul(weights, v)
+            probs = attention_probs(attention_scores(q, k, mask, self.scale), q.dtype)
+            z = self._weigh(probs, v, head_mask, dropout)
         elif self.config.attn_implementation == "flash_attention_2":
             z = flash_attention(q, k, v, mask, self.scale, dropout)
         else:
             z = sdpa_attention(q, k, v, mask, self.scale, dropout)
+        if self.hook_attn_scores.is_active() or self.hook_pattern.is_active():
+            # Observed beside the forward (TransformerLens's masking: -inf, rows with no key all 0); the forward
+            # runs through them only if a hook replaced one.
+            scores, use_scores = self.hook_attn_scores.observe(attention_scores(q, k, mask, self.scale, strict=True))
+            pattern, use_pattern = self.hook_pattern.observe(attention_probs(scores, q.dtype).nan_to_num(0.0))
+            if use_scores or use_pattern:
+                probs, z = pattern, self._weigh(pattern, v, head_mask, dropout)
         z = self.hook_z(z.transpose(1, 2))  # [b, p, h, dh]
-
+        out = self.dense(z.reshape(b, p, d))
         if self.hook_result.is_active():  # per-head outputs, only when someone asks
             w_out = self.dense.weight.view(d, self.num_heads, self.head_size)
-            result = self.hook_result(torch.einsum("bphe,dhe->bphd", z, w_out))  # [b, p, h, d]
-            out = result.sum(dim=2)
-            return (out + self.dense.bias if self.dense.bias is not None else out), probs
-        return self.dense(z.reshape(b, p, d)), probs
+            result, use_result = self.hook_result.observe(torch.einsum("bphe,dhe->bphd", z, w_out))  # [b, p, h, d]
+            if use_result:
+                out = result.sum(dim=2) + (self.dense.bias if self.dense.bias is not None else 0.0)
+        return out, probs
+
+    def _project(self, x: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """q, k, v `[b, p, h, dh]` from the normed input `[b, p, d]` (the fused projection), or from each head's
+        own (q, k, v) inputs `[b, p, h, d]` (the split-input path)."""
+        h, dh = self.num_heads, self.head_size
+        if torch.is_tensor(x):
+            qkv = self.query_key_value(x).view(*x.shape[:2], h, 3 * dh)
+            return qkv.chunk(3, dim=-1)  # heads interleave q|k|v in the checkpoint
+        weight = self.query_key_value.weight.view(h, 3, dh, -1)  # [h, q|k|v, dh, d]
+        bias = self.query_key_value.bias
+        out = []
+        for i, xi in enumerate(x):
+            yi = torch.einsum("bphd,hed->bphe", xi, weight[:, i])
+            out.append(yi + bias.view(h, 3, dh)[:, i] if bias is not None else yi)
+        return tuple(out)
+
+    def _weigh(self, probs: torch.Tensor, v: torch.Tensor, head_mask: torch.Tensor | None, dropout: float) -> torch.Tensor:
+        """`probs @ v` `[b, h, q, dh]`, after dropout and the head mask."""
+        weights = F.dropout(probs, dropout, self.training)
+        if head_mask is not None:
+            weights = weights * head_mask.to(weights.dtype).view(1, -1, 1, 1)
+        return torch.matmul(weights, v)
 
 
 class GPTNeoXMLP(nn.Module):
@@ -191,8 +210,7 @@ class GPTNeoXMLP(nn.Module):
         self.dense_h_to_4h = nn.Linear(config.hidden_size, config.intermediate_size)
         self.dense_4h_to_h = nn.Linear(config.intermediate_size, config.hidden_size)
         self.act = ACT_FNS[config.hidden_act]
-        self.hook_pre = HookPoint()  # [b, p, m] before the activation
-        self.hook_post = HookPoint()  # [b, p, m] after it
+        add_hook_points(self, "mlp")  # hook_pre, hook_post [b, p, m]: before and after the activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.hook_pre(self.dense_h_to_4h(x))
@@ -211,31 +229,45 @@ class GPTNeoXLayer(nn.Module):
         self.post_mlp_dropout = nn.Dropout(config.hidden_dropout)
         self.attention = GPTNeoXAttention(config, layer_idx)
         self.mlp = GPTNeoXMLP(config)
-        self.hook_resid_pre = HookPoint()
-        self.hook_attn_out = HookPoint()
-        self.hook_mlp_out = HookPoint()
-        if not config.use_parallel_residual:
-            self.hook_resid_mid = HookPoint()  # exists only where there is a mid-block residual
-        self.hook_resid_post = HookPoint()
+        # hook_resid_mid exists only where there is a mid-block residual
+        add_hook_points(self, "layer", skip=("hook_resid_mid",) if config.use_parallel_residual else ())
 
     def forward(self, x: torch.Tensor, rotary, mask, cache=None, head_mask=None, output_attentions=False):
         """x `[b, p, d]` -> (`[b, p, d]`, attention probabilities or None)."""
         x = self.hook_resid_pre(x)
-        attn_out, probs = self.attention(self.input_layernorm(x), rotary, mask, cache, head_mask, output_attentions)
+        attn_out, probs = self.attention(self._attention_input(x), rotary, mask, cache, head_mask, output_attentions)
         attn_out = self.hook_attn_out(self.post_attention_dropout(attn_out))
         if self.use_parallel_residual:
-            mlp_out = self.hook_mlp_out(self.post_mlp_dropout(self.mlp(self.post_attention_layernorm(x))))
+            mlp_out = self.hook_mlp_out(self.post_mlp_dropout(self.mlp(self._mlp_input(x))))
             out = mlp_out + attn_out + x
         else:
             mid = self.hook_resid_mid(attn_out + x)
-            mlp_out = self.hook_mlp_out(self.post_mlp_dropout(self.mlp(self.post_attention_layernorm(mid))))
+            mlp_out = self.hook_mlp_out(self.post_mlp_dropout(self.mlp(self._mlp_input(mid))))
             out = mlp_out + mid
         return self.hook_resid_post(out), probs
 
+    def _attention_input(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """ln1(x) `[b, p, d]`; or, when a split-input hook replaced one, each head's normed (q, k, v) input
+        `[b, p, h, d]` (TransformerLens's split inputs, for path patching; ln1's own hooks don't fire then)."""
+        if not any(getattr(self, name).is_active() for name in SPLIT_INPUT_HOOKS):
+            return self.input_layernorm(x)
+        attn_in, replaced = self.hook_attn_in.observe(x.unsqueeze(2).repeat(1, 1, self.attention.num_heads, 1))
+        split = [getattr(self, f"hook_{n}_input").observe(attn_in.clone()) for n in "qkv"]
+        if not (replaced or any(use for _, use in split)):
+            return self.input_layernorm(x)
+        ln = self.input_layernorm
+        return tuple(F.layer_norm(t, ln.normalized_shape, ln.weight, ln.bias, ln.eps) for t, _ in split)
+
+    def _mlp_input(self, resid: torch.Tensor) -> torch.Tensor:
+        """ln2 of the MLP's input residual (or of what `hook_mlp_in` replaced it with)."""
+        if self.hook_mlp_in.is_active():
+            mlp_in, replaced = self.hook_mlp_in.observe(resid.clone())
+            if replaced:
+                return self.post_attention_layernorm(mlp_in)
+        return self.post_attention_layernorm(resid)
+
 
 # ---- models ---------------------------------------------------------------------------------------
-from .hooks import HookedModelMixin  # noqa: E402  (the hook API builds on the modules above)
-
 
 class GPTNeoXPreTrainedModel(HookedModelMixin, nn.Module):
     """Shared by all GPT-NeoX classes: config, weight init, checkpoint I/O and the hook API."""
@@ -258,7 +290,7 @@ class GPTNeoXPreTrainedModel(HookedModelMixin, nn.Module):
             if name != self.base_model_prefix:
                 child.apply(self._init_weights)
         self.tie_weights()
-        self.hook_dict: dict[str, HookPoint] = name_hook_points(self)
+        self.hook_dict = name_hook_points(self, self.config.num_hidden_layers)
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
@@ -333,7 +365,7 @@ class GPTNeoXModel(GPTNeoXPreTrainedModel):
         super().__init__(config)
         self.embed_in = nn.Embedding(config.vocab_size, config.hidden_size)
         self.emb_dropout = nn.Dropout(config.hidden_dropout)
-        self.hook_embed = HookPoint()
+        add_hook_points(self, "model")  # hook_embed
         self.layers = nn.ModuleList(GPTNeoXLayer(config, i) for i in range(config.num_hidden_layers))
         self.final_layer_norm = LayerNorm(config.hidden_size, config.layer_norm_eps)
         self.post_init()
@@ -437,21 +469,22 @@ class GPTNeoXForCausalLM(GPTNeoXPreTrainedModel):
 
         return generate(self, inputs, **kwargs)
 
+    # Notebook views: lazy one-line calls, so importing the model never imports the widgets (a higher layer).
     def show_attention(self, text_or_tokens, **kwargs):
-        """Interactive attention patterns (`workbench.viz.AttentionView`)."""
-        from .viz import show_attention
+        """`workbench.viz.AttentionView.from_model(self, text_or_tokens, **kwargs)`."""
+        from .viz import show_attention  # lazy (allowed in tests/test_layers.py): no import-time dependency
 
         return show_attention(self, text_or_tokens, **kwargs)
 
     def show_logit_lens(self, text, **kwargs):
-        """Layers x positions logit lens (`workbench.viz.LogitLensView`)."""
-        from .viz import show_logit_lens
+        """`workbench.viz.LogitLensView.from_model(self, text, **kwargs)`."""
+        from .viz import show_logit_lens  # lazy (allowed in tests/test_layers.py): no import-time dependency
 
         return show_logit_lens(self, text, **kwargs)
 
     def show_tokens(self, texts, **kwargs):
-        """Tokens coloured by loss, a neuron or a component (`workbench.viz.TokenView`)."""
-        from .viz import show_tokens
+        """`workbench.viz.TokenView.from_model(self, texts, **kwargs)`."""
+        from .viz import show_tokens  # lazy (allowed in tests/test_layers.py): no import-time dependency
 
         return show_tokens(self, texts, **kwargs)
 

@@ -1,4 +1,6 @@
-"""Interpretability analyses over workbench models (head detectors, and more in sibling modules)."""
+"""Interpretability analyses over workbench models, all computed through the hook system (`run_with_cache`),
+so they see the model under whatever `model.hooks(...)` is active: head detectors, logit lens, direct logit
+attribution, patching, ablation, steering, per-token loss, residual-stream and neuron readouts."""
 
 from .heads import (
     DETECTORS,
@@ -26,17 +28,19 @@ __all__ = [
     "scores_frame",
 ]
 
-# Logit lens, attribution, patching, ablation, steering, per-token loss (hooks-and-analysis helper).
 from .ablation import ablate_heads, mean_ablate_heads, resample_ablate_heads, zero_ablate_heads
-from .attribution import direct_logit_attribution
+from .attribution import component_logit_attribution, direct_logit_attribution, logit_diff_by_layer
 from .logit_lens import logit_lens
 from .loss import per_token_loss
+from .neurons import mlp_activations
+from .residual import lens_log_probs, residual_norms, residual_stack
 from .patching import attribution_patch, logit_diff_metric, patch
 from .steering import steer, steering_hook, steering_vector
 
 __all__ += [
     "ablate_heads", "mean_ablate_heads", "resample_ablate_heads", "zero_ablate_heads",
-    "direct_logit_attribution", "logit_lens", "per_token_loss",
+    "component_logit_attribution", "direct_logit_attribution", "logit_diff_by_layer", "logit_lens",
+    "per_token_loss", "mlp_activations", "lens_log_probs", "residual_norms", "residual_stack",
     "attribution_patch", "logit_diff_metric", "patch",
     "steer", "steering_hook", "steering_vector",
 ]

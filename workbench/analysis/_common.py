@@ -1,4 +1,4 @@
-"""Small helpers shared by the analysis modules: inputs to token ids, token labels, single-token answers."""
+"""Small helpers shared by the analysis modules: single-token answers and positions (inputs: `workbench.inputs`)."""
 
 from __future__ import annotations
 
@@ -6,26 +6,18 @@ from typing import Any, Sequence
 
 import torch
 
+from ..inputs import as_token_batch
+from ..inputs import token_strings as _token_strings
+
 
 def as_tokens(model: Any, inputs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A string, a list of strings or ids -> (`[b, p]` ids on the model's device, `[b, p]` mask or None)."""
-    if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)):
-        ids, mask = model.to_tokens_and_mask(inputs)
-        return ids, (mask if bool((mask == 0).any()) else None)
-    if not torch.is_tensor(inputs):
-        raise TypeError(f"inputs must be a str, a list of str or a token tensor, got {type(inputs).__name__}")
-    ids = inputs.unsqueeze(0) if inputs.dim() == 1 else inputs
-    if ids.dim() != 2:
-        raise ValueError(f"token ids must be [batch, pos], got shape {tuple(inputs.shape)}")
-    return ids.to(model.device), None
+    return as_token_batch(model, inputs)
 
 
 def token_strings(model: Any, ids: torch.Tensor) -> list[str]:
-    """Readable token labels of a 1-D id sequence (`"#123"` without a tokenizer)."""
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is None:
-        return [f"#{int(i)}" for i in ids]
-    return [tokenizer.decode([int(i)]) for i in ids]
+    """Token labels of a 1-D id sequence, as `model.to_str_tokens` gives them (`"#123"` without a tokenizer)."""
+    return _token_strings(getattr(model, "tokenizer", None), ids)
 
 
 def token_id(model: Any, token: int | str) -> int:

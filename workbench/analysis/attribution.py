@@ -73,3 +73,64 @@ def direct_logit_attribution(
     frame["layer"] = frame["layer"].astype("Int64")
     frame["head"] = frame["head"].astype("Int64")
     return attrs, frame
+
+
+@torch.no_grad()
+def component_logit_attribution(
+    model: Any,
+    inputs: Any,
+    tokens: int | str | torch.Tensor | None = None,
+    wrong: int | str | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """What the embedding and each layer's attention and MLP output write straight into a logit, everywhere.
+
+    Args:
+        model: a causal LM (active `model.hooks(...)` apply: this reads `run_with_cache`).
+        inputs: text(s) or ids `[b, p]`.
+        tokens: the logit read: None for each position's actual next token (the last position, which has
+            none, gets NaN), an id or single-token string for every position, or ids `[b, p]`.
+        wrong: optionally the same for a token whose logit is subtracted.
+
+    Returns:
+        attributions `[c, b, p]` with labels (`embed`, `0_attn_out`, `0_mlp_out`, ...), and the final LayerNorm
+        bias's term `[b, p]`: components plus that term are the model's logit (difference).
+    """
+    ids, mask = as_tokens(model, inputs)
+    _, cache = model.run_with_cache(ids, names_filter=lambda n: n.endswith(COMPONENT_SITES), attention_mask=mask)
+    return cache_logit_attribution(cache, ids, tokens, wrong)
+
+
+#: The hook sites `cache_logit_attribution` reads.
+COMPONENT_SITES = ("hook_embed", "hook_attn_out", "hook_mlp_out", "ln_final.hook_scale")
+
+
+def cache_logit_attribution(
+    cache: Any, ids: torch.Tensor, tokens: Any = None, wrong: Any = None
+) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """`component_logit_attribution` from a cache holding `COMPONENT_SITES` of a run on `ids` `[b, p]`."""
+    stack, labels = cache.decompose_resid(return_labels=True)  # [c, b, p, d]
+    targets = torch.cat([ids[:, 1:], ids[:, -1:]], dim=1) if tokens is None else tokens
+    attrs = cache.logit_attrs(stack, targets, wrong).float()  # [c, b, p]
+    bias = cache.model.base_model.final_layer_norm.bias.detach().expand_as(stack[0])
+    bias_term = cache.project_to_logits(bias[None], targets, wrong)[0].float()  # [b, p]
+    if tokens is None:
+        attrs[..., -1], bias_term[..., -1] = float("nan"), float("nan")
+    return attrs, labels, bias_term
+
+
+@torch.no_grad()
+def logit_diff_by_layer(model: Any, text: str, answer: int | str, wrong: int | str) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Each layer's attention and MLP direct contribution to `logit(answer) - logit(wrong)` at the last position.
+
+    Returns:
+        attention `[layers]`, MLP `[layers]`, and the model's actual logit difference there.
+    """
+    ids, mask = as_tokens(model, text)
+    a, w = token_ids(model, answer, 1)[0], token_ids(model, wrong, 1)[0]
+    attrs, labels, _ = component_logit_attribution(model, ids, a, w)
+    last = attrs[:, 0, -1]
+    layers = range(model.config.num_hidden_layers)
+    attn = torch.stack([last[labels.index(f"{layer}_attn_out")] for layer in layers])
+    mlp = torch.stack([last[labels.index(f"{layer}_mlp_out")] for layer in layers])
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[0, -1].float()
+    return attn, mlp, float(logits[a] - logits[w])

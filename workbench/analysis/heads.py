@@ -16,6 +16,7 @@ the batch, so it lies in [0, 1]; 1 means the head does nothing else.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 import torch
@@ -58,12 +59,13 @@ def repeated_random_tokens(
 
 
 @torch.no_grad()
-def attention_patterns(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """All attention patterns of `model` on `tokens`, stacked.
+def attention_patterns(model: torch.nn.Module, tokens: Any, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """All attention patterns of `model` on `tokens`, stacked, as `run_with_cache` records them (so under the
+    hooks active in `model.hooks(...)`).
 
     Args:
-        model: a GPT-NeoX causal LM whose forward accepts `output_attentions=True`.
-        tokens: input ids  # [batch, pos]
+        model: a workbench GPT-NeoX model.
+        tokens: input ids  # [batch, pos]  (or a text / texts: see `workbench.inputs`)
 
     Returns:
         patterns  # [layer, batch, head, query_pos, key_pos], float32
@@ -71,12 +73,11 @@ def attention_patterns(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Te
     was_training = model.training
     model.eval()
     try:
-        out = model(tokens, output_attentions=True)
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("attn.hook_pattern"),
+                                        attention_mask=attention_mask)
     finally:
         model.train(was_training)
-    if not out.attentions or any(a is None for a in out.attentions):
-        raise ValueError("the model returned no attention patterns; load it with the eager attention backend")
-    return torch.stack([a.float() for a in out.attentions])
+    return torch.stack([cache["pattern", layer].float() for layer in range(model.config.num_hidden_layers)])
 
 
 def _offset_score(patterns: torch.Tensor, queries: torch.Tensor, offset: int) -> torch.Tensor:

@@ -7,7 +7,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ._common import as_tokens, token_id, token_strings
+from ._common import token_id, token_strings
+from .residual import lens_log_probs, residual_stack
 
 
 @torch.no_grad()
@@ -37,14 +38,8 @@ def logit_lens(
         `layer, label, pos, token, rank, top_token, top_id, top_prob` and, with a target,
         `target, target_prob, target_rank` (rank 0 = the top token).
     """
-    ids, mask = as_tokens(model, inputs)
-    _, cache = model.run_with_cache(ids, names_filter=lambda n: n.endswith("hook_resid_pre") or
-                                    n == f"blocks.{model.config.num_hidden_layers - 1}.hook_resid_post",
-                                    attention_mask=mask)
-    resid, labels = cache.accumulated_resid(return_labels=True)  # [l + 1, b, p, d]
-    ln = model.base_model.final_layer_norm
-    normed = torch.nn.functional.layer_norm(resid, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
-    log_probs = model.embed_out(normed).float().log_softmax(-1)  # [l + 1, b, p, v]
+    resid, labels, ids, _ = residual_stack(model, inputs)  # [l + 1, b, p, d]
+    log_probs = lens_log_probs(model, resid)  # [l + 1, b, p, v]
 
     row = log_probs[:, batch_index]  # [l + 1, p, v]
     p = ids.shape[1]

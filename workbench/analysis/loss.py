@@ -30,9 +30,7 @@ def per_token_loss(model: Any, inputs: Any, prepend_bos: bool = False) -> tuple[
         ids, mask = as_tokens(model, inputs)
     if ids.shape[1] < 2:
         raise ValueError("per_token_loss needs at least two tokens (the first one is only context)")
-    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
-    log_probs = logits[:, :-1].log_softmax(-1)
-    loss = -log_probs.gather(-1, ids[:, 1:, None]).squeeze(-1)  # [b, p - 1]
+    loss = token_losses(model(input_ids=ids, attention_mask=mask, use_cache=False).logits, ids)  # [b, p - 1]
     if mask is not None:
         loss = loss.masked_fill(mask[:, 1:] == 0, float("nan"))
     records = []
@@ -45,3 +43,9 @@ def per_token_loss(model: Any, inputs: Any, prepend_bos: bool = False) -> tuple[
                             "token_id": int(ids[b, i + 1]), "loss": float(loss[b, i]),
                             "prob": float((-loss[b, i]).exp())})
     return loss, pd.DataFrame.from_records(records)
+
+
+def token_losses(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy `[b, p - 1]` (nats) from logits `[b, p, v]` of a run on ids `[b, p]`."""
+    log_probs = logits[:, :-1].float().log_softmax(-1)
+    return -log_probs.gather(-1, ids[:, 1:, None].to(log_probs.device)).squeeze(-1)

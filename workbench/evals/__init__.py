@@ -4,10 +4,16 @@
     results = evaluate(model, ["piqa", "arc_easy"], num_fewshot=5, limit=500)
     results.table()
 
-`workbench.evals.harness.WorkbenchLM` is registered with lm-eval as "workbench" when that module is imported.
+- `runner.evaluate`: tasks -> requests -> engine -> metrics -> `results.EvalResults`.
+- `engine.RequestEngine` scores requests (`prefix_tree`: shared prefixes run once); `caching.CachingEngine`
+  wraps it with a resumable `RequestCache`; `distributed` shards it over processes.
+- `tasks`: one module per task family, each a declarative `TaskSpec` list; `metrics`: lm-eval's definitions.
+- `harness`: `WorkbenchLM` (registered with lm-eval as "workbench" when that module is imported) and the
+  lm-eval YAML export of our tasks; `baselines`, `report`: published results and report pages.
 """
 
-from workbench.evals.engine import RequestCache, RequestEngine
+from workbench.evals.caching import CachingEngine, RequestCache
+from workbench.evals.engine import RequestEngine
 from workbench.evals.results import EvalResults
 from workbench.evals.runner import evaluate
 from workbench.evals.tasks import (
@@ -16,11 +22,13 @@ from workbench.evals.tasks import (
     MultipleChoiceTask,
     PartialScoringTask,
     Task,
+    TaskSpec,
     get_tasks,
     known_tasks,
 )
 
 __all__ = [
+    "CachingEngine",
     "EvalResults",
     "GenerationTask",
     "LoglikelihoodTask",
@@ -29,6 +37,7 @@ __all__ = [
     "RequestCache",
     "RequestEngine",
     "Task",
+    "TaskSpec",
     "evaluate",
     "get_tasks",
     "known_tasks",

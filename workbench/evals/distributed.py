@@ -7,9 +7,10 @@ returns for the same per-request computation.
 
 :func:`run_sharded` splits any "list of requests -> list of results" function by index, strided
 (request ``i`` goes to rank ``i % world_size``), so that every rank gets a similar mix of long and short
-requests. :class:`ShardedEngine` wraps the project's ``RequestEngine``: its log-likelihood batches
-are formed exactly as in one process and dealt out round-robin, so results are bitwise those of one
-process (strided request sharding would batch differently and differ by float rounding).
+requests. :class:`ShardedEngine` wraps the project's ``RequestEngine`` (or a ``CachingEngine`` over
+one): its log-likelihood batches are formed exactly as in one process and dealt out round-robin
+(``engine.sharded(rank, world_size)``), so results are bitwise those of one process (strided request
+sharding would batch differently and differ by float rounding).
 
 Usage with any engine::
 
@@ -27,7 +28,7 @@ Usage with any engine::
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -203,11 +204,12 @@ class ShardedEngine:
     ranks (plus ``resharded``: requests recomputed because the ranks' caches differed). Any other
     attribute is the wrapped engine's.
 
-    How the work is split: for log-likelihoods of an engine that offers its top-level batches through
-    ``_shard`` (the project's ``RequestEngine``), every rank sees all requests and forms the very batches
-    one process would form, and computes every ``world_size``-th of them with everything that shares their
-    prefixes; results are then bitwise those of one process (same batch composition, same padding). Otherwise (rolling log-likelihoods, generation, other
-    engines) requests are split by index, as :func:`run_sharded` does.
+    How the work is split: for log-likelihoods of an engine with ``sharded(rank, world_size)`` (the
+    project's ``RequestEngine`` and ``CachingEngine``), every rank sees all requests and forms the very
+    batches one process would form, and computes every ``world_size``-th of them with everything that
+    shares their prefixes; results are then bitwise those of one process (same batch composition, same
+    padding). Otherwise (rolling log-likelihoods, generation, other engines) requests are split by index,
+    as :func:`run_sharded` does.
 
     Args:
         engine: the per-process engine (its model on this rank's device).
@@ -218,6 +220,10 @@ class ShardedEngine:
         self.engine = engine
         self.group = group
         self.stats = dict(getattr(engine, "stats", {}))
+        # this rank's share of the batches (same model and counters), for the by-batch methods
+        self._share = None
+        if is_distributed() and callable(getattr(engine, "sharded", None)):
+            self._share = engine.sharded(dist.get_rank(group), dist.get_world_size(group))
 
     def __getattr__(self, name: str) -> Any:
         # only reached for attributes not set in __init__: the wrapped engine's (max_length, device, encode ...)
@@ -245,28 +251,16 @@ class ShardedEngine:
         return out  # type: ignore[return-value]
 
     def _by_batch(self, method: str, requests: Sequence[Any], *args: Any, **kwargs: Any) -> list[Any]:
-        if not is_distributed() or not callable(getattr(type(self.engine), "_shard", None)):
+        if self._share is None or not is_distributed():
             return self._by_request(method, requests, *args, **kwargs)
-        me, size = dist.get_rank(self.group), dist.get_world_size(self.group)
+        size = dist.get_world_size(self.group)
         counts: list[Any] = [None] * size
         dist.all_gather_object(counts, len(requests), group=self.group)
         if len(set(counts)) != 1:
             raise ValueError(f"ranks hold different numbers of requests: {counts}")
-        engine, seen = self.engine, [0]
-
-        def my_share(batches: Iterable[list]):
-            # the engine's own top-level batches, identical on every rank; keep every size-th
-            for batch in batches:
-                if seen[0] % size == me:
-                    yield batch
-                seen[0] += 1
-
-        before = dict(engine.stats)
-        engine._shard = my_share  # instance attribute: shadows the method for this call only
-        try:
-            local = list(getattr(engine, method)(requests, *args, **kwargs))
-        finally:
-            del engine._shard
+        before = dict(self.engine.stats)
+        # the engine's own top-level batches, identical on every rank: this rank's share computed, None elsewhere
+        local = list(getattr(self._share, method)(requests, *args, **kwargs))
         self._count(before)
         parts: list[Any] = [None] * size
         dist.all_gather_object(parts, local, group=self.group)

@@ -6,7 +6,7 @@ Tokenisation follows lm-evaluation-harness's HFLM exactly, so numbers agree with
   `encode(context + continuation)[len(encode(context)):]`;
 - an empty context becomes the prefix token (BOS, else EOS);
 - the model input is `(context + continuation)[-(max_length + 1):][:-1]` (left truncation to the window);
-- rolling windows are lm-eval's `get_rolling_token_windows(..., context_len=1)` made disjoint.
+- rolling windows are lm-eval's `get_rolling_token_windows(..., context_len=1)` made disjoint (`requests`).
 
 Speed comes from doing less work than a plain forward per request:
 
@@ -18,142 +18,36 @@ Speed comes from doing less work than a plain forward per request:
 - segments are sorted by length (longest first) and packed into batches under a token budget ("auto"); on CUDA
   an out-of-memory error halves the budget and retries.
 
-Finished requests can be written to an on-disk `RequestCache` so an interrupted run resumes without recomputing.
+Generation is `workbench.generation.generate` (greedy, stop strings, EOS). Resuming from an on-disk cache is
+`caching.CachingEngine(engine, cache)`; data-parallel runs shard the batches (`shard=`, `distributed`).
 """
 
 from __future__ import annotations
 
-import hashlib
+import copy
 import json
-import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from workbench.evals.caching import CachingEngine, RequestCache, model_fingerprint, request_key
 from workbench.evals.prefix_tree import PrefixNode, Tokens, build_prefix_forest
+from workbench.evals.requests import TokenRequests, rolling_windows
+from workbench.evals.tokenizer_adapter import TokenizerAdapter
+from workbench.generation import cut_at_stop, generate
 
-# ----------------------------------------------------------------------------------------------------------------
-# on-disk request cache
-
-
-class RequestCache:
-    """Append-only JSONL cache of finished requests, keyed by a hash of (model identity, request).
-
-    Each finished request is one line `{"k": key, "v": value}` written with a single `os.write` on an `O_APPEND`
-    descriptor, so a killed process leaves at most a truncated last line (ignored on reading) and never a
-    corrupt earlier one.
-
-    Args:
-        path: the JSONL file (created with its parent directories).
-    """
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._data: dict[str, Any] = {}
-        if self.path.exists():
-            with open(self.path, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        rec = json.loads(line)
-                        self._data[rec["k"]] = rec["v"]
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        continue  # a line cut short by a kill
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._data
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def get(self, key: str) -> Any:
-        return self._data.get(key)
-
-    def put_many(self, items: Sequence[tuple[str, Any]]) -> None:
-        """Store and append `(key, value)` pairs, one atomic line each."""
-        for key, value in items:
-            self._data[key] = value
-            os.write(self._fd, (json.dumps({"k": key, "v": value}) + "\n").encode("utf-8"))
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
-
-
-def request_key(model_id: str, kind: str, payload: Any) -> str:
-    """sha256 of the model identity, the request kind and its (JSON-serialisable) payload."""
-    return hashlib.sha256(json.dumps([model_id, kind, payload]).encode("utf-8")).hexdigest()
-
-
-def model_fingerprint(model: torch.nn.Module, extra: Any = None) -> str:
-    """A short identity for a model: class, config, dtype and a cheap digest of every parameter.
-
-    Two models with the same architecture but different weights get different fingerprints (the digest sums and
-    samples every tensor), so a request cache is never reused across models.
-    """
-    h = hashlib.sha256()
-    h.update(type(model).__name__.encode())
-    cfg = getattr(model, "config", None)
-    if cfg is not None:
-        d = cfg.to_dict() if hasattr(cfg, "to_dict") else getattr(cfg, "__dict__", {})
-        h.update(json.dumps(d, sort_keys=True, default=str).encode())
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            flat = p.detach().reshape(-1)
-            sample = flat[:: max(1, flat.numel() // 64)][:64].float().cpu()
-            h.update(f"{name}{tuple(p.shape)}{p.dtype}{float(flat.float().sum()):.6e}".encode())
-            h.update(sample.numpy().tobytes())
-    h.update(json.dumps(extra, default=str).encode())
-    return h.hexdigest()[:24]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# tokenizer adapter
-
-
-class _Tok:
-    """Uniform encode/decode over a transformers-like tokenizer or a raw `tokenizers.Tokenizer`."""
-
-    def __init__(self, tok: Any) -> None:
-        self.tok = tok
-        self.raw = type(tok).__module__.startswith("tokenizers")
-
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, no special tokens added (as lm-eval's causal-LM `tok_encode`), in one batch."""
-        if not texts:
-            return []
-        if self.raw:
-            return [e.ids for e in self.tok.encode_batch(list(texts), add_special_tokens=False)]
-        return [list(ids) for ids in self.tok(list(texts), add_special_tokens=False)["input_ids"]]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tok.decode(list(ids), skip_special_tokens=True) if not self.raw else self.tok.decode(list(ids))
-
-    def special_id(self, what: str) -> int | None:
-        if self.raw:
-            return self.tok.token_to_id("<|endoftext|>")
-        return getattr(self.tok, f"{what}_token_id", None)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# the engine
+__all__ = ["CachingEngine", "RequestCache", "RequestEngine", "model_fingerprint", "request_key", "rolling_windows"]
 
 # A shared prefix shorter than this is recomputed per input rather than run as its own batched forward.
 MIN_SHARED_TOKENS = 16
 # Rows x longest key length (cached prefix + segment) per batch, in token budgets.
 KV_BUDGET_FACTOR = 8
+
+OnDone = Callable[[list[int], list], None]  # (indices of the requests a batch finished, their results)
 
 
 @dataclass
@@ -172,26 +66,36 @@ class _Run:
     inputs: dict[Tokens, list[int]]  # unique input -> indices of its requests
     need: dict[Tokens, int]  # unique input -> number of final positions whose log-probs are scored
     results: list
-    keys: list
+    on_done: OnDone | None
     pbar: Any
     pending: dict[Tokens, list[torch.Tensor]]  # log-prob rows already computed in an input's ancestors
 
 
-class RequestEngine:
+class RequestEngine(TokenRequests):
     """Scores requests with a causal LM (`model(input_ids, ...)` -> `.logits [batch, pos, vocab]`).
 
     Args:
         model: a workbench or transformers GPT-NeoX causal LM (any model with that call signature works; one with
-            `gpt_neox` and an output embedding runs the head only where needed).
+            `gpt_neox` and an output embedding runs the head only where needed). `generate_until` needs a
+            workbench model (it runs `workbench.generation.generate`).
         tokenizer: defaults to `model.tokenizer`.
         batch_size: "auto" (token budget, halved on CUDA out-of-memory) or a fixed number of sequences.
         max_length: the context window; default `model.config.max_position_embeddings` (lm-eval's choice).
-        cache: a `RequestCache` for resuming, or None.
-        model_id: identity used in cache keys; default `model_fingerprint(model)` (computed when a cache is used).
         share_context_kv: run each token prefix shared by several inputs once and reuse its KV cache below it.
         progress: show tqdm progress bars.
-        on_batch: called after every committed batch with the engine's `stats` (tests use it to interrupt a run).
+        on_batch: called after every finished batch with the engine's `stats` (tests use it to interrupt a run).
+        shard: `(rank, world_size)`: compute only every `world_size`-th top-level log-likelihood batch, from
+            `rank` (a data-parallel run; see `sharded` and `workbench.evals.distributed`).
+        cache, model_id: deprecated; `RequestEngine(..., cache=c)` returns `CachingEngine(RequestEngine(...), c)`.
     """
+
+    def __new__(cls, *args: Any, cache: RequestCache | None = None, model_id: str | None = None, **kwargs: Any):
+        # the former `RequestEngine(..., cache=c)`, which cached inside the engine, is now the wrapper around it
+        if cache is None:
+            return super().__new__(cls)
+        warnings.warn("RequestEngine(..., cache=...) is deprecated: wrap the engine, "
+                      "CachingEngine(RequestEngine(...), cache)", DeprecationWarning, stacklevel=2)
+        return CachingEngine(cls(*args, **kwargs), cache, model_id)
 
     def __init__(
         self,
@@ -200,37 +104,44 @@ class RequestEngine:
         *,
         batch_size: int | str = "auto",
         max_length: int | None = None,
-        cache: RequestCache | None = None,
-        model_id: str | None = None,
         share_context_kv: bool = True,
         progress: bool = True,
         on_batch: Callable[[dict], None] | None = None,
+        shard: tuple[int, int] | None = None,
+        cache: RequestCache | None = None,  # deprecated: taken by __new__, never set here
+        model_id: str | None = None,
     ) -> None:
         tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
         if tokenizer is None:
             raise ValueError("no tokenizer: pass tokenizer= or use a model loaded with workbench.load (model.tokenizer)")
         if not (batch_size == "auto" or (isinstance(batch_size, int) and batch_size > 0)):
             raise ValueError(f"batch_size must be 'auto' or a positive int, got {batch_size!r}")
+        if shard is not None and not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard!r}")
         self.model = model.eval()
-        self.tok = _Tok(tokenizer)
+        self.tok = TokenizerAdapter(tokenizer)
         self.batch_size = batch_size
         cfg = getattr(model, "config", None)
         self.max_length = int(max_length or getattr(cfg, "max_position_embeddings", 0) or 2048)
         self.device = next(model.parameters()).device
-        eos = self.tok.special_id("eos")
-        bos = self.tok.special_id("bos")
+        eos, bos = self.tok.special_id("eos"), self.tok.special_id("bos")
         self.eot_id = eos if eos is not None else 0
         self.prefix_id = bos if bos is not None else self.eot_id
-        self.cache = cache
-        self.model_id = model_id or (model_fingerprint(model, self.max_length) if cache is not None else "uncached")
         self.share_context_kv = share_context_kv
         self.progress = progress
         self.on_batch = on_batch
+        self.shard = shard
         # auto batching: a token budget per forward; on CUDA it starts high and halves on OOM
         # (CPU: small batches stay in cache; 1024 beat 4096 by 10-15% on the demo model's evals)
         self.token_budget = 32768 if self.device.type == "cuda" else 1024
         self.stats = {"computed": 0, "cached": 0, "truncated": 0, "forwards": 0, "batches": 0, "tokens": 0}
         self._body, self._head = _split(model)
+
+    def sharded(self, rank: int, world_size: int) -> RequestEngine:
+        """This engine with `shard=(rank, world_size)`: the same model, tokenizer, settings and `stats` counters."""
+        view = copy.copy(self)
+        view.shard = (rank, world_size)
+        return view
 
     # ---------------------------------------------------------------- tokenisation (lm-eval's rules)
     def encode(self, text: str) -> list[int]:
@@ -262,43 +173,9 @@ class RequestEngine:
         """`encode_pairs` for one request."""
         return self.encode_pairs([(context, continuation)])[0]
 
-    # ---------------------------------------------------------------- public request types
-    def loglikelihood(self, requests: Sequence[tuple[str, str]], desc: str = "loglikelihood") -> list[tuple[float, bool]]:
-        """Sum of log-probabilities of each continuation given its context, and whether it is the greedy one.
-
-        Args:
-            requests: `(context, continuation)` strings.
-
-        Returns:
-            `(logprob, is_greedy)` per request, in order.
-        """
-        return self.loglikelihood_tokens(self.encode_pairs(requests), desc=desc)
-
-    def loglikelihood_rolling(self, texts: Sequence[str], desc: str = "rolling loglikelihood") -> list[float]:
-        """Log-likelihood of whole texts (perplexity), in maximal-context windows as lm-eval computes it.
-
-        Returns:
-            One summed log-probability per text (conditioned on the prefix token for the first token).
-        """
-        windows, owner = [], []
-        for i, tokens in enumerate(self.tok.encode(texts)):
-            for ctx, pred in rolling_windows(tokens, self.prefix_id, self.max_length):
-                windows.append((ctx, pred))
-                owner.append(i)
-        res = self.loglikelihood_tokens(windows, desc=desc)
-        totals = [0.0] * len(texts)
-        for i, (ll, _) in zip(owner, res):
-            totals[i] += ll
-        return totals
-
-    def loglikelihood_tokens(
-        self, pairs: Sequence[tuple[list[int], list[int]]], desc: str = "loglikelihood"
-    ) -> list[tuple[float, bool]]:
-        """`loglikelihood` on already tokenised `(context ids, continuation ids)` pairs (context non-empty)."""
+    def check_pairs(self, pairs: Sequence[tuple[list[int], list[int]]]) -> None:
+        """Refuse unscorable token pairs; count those left-truncated to the window in `stats["truncated"]`."""
         L = self.max_length
-        results: list[tuple[float, bool] | None] = [None] * len(pairs)
-        keys: list[str | None] = [None] * len(pairs)
-        todo: list[int] = []
         for i, (ctx, cont) in enumerate(pairs):
             if not ctx or not cont:
                 raise ValueError(f"request {i}: empty {'context' if not ctx else 'continuation'} tokens")
@@ -306,66 +183,71 @@ class RequestEngine:
                 raise ValueError(f"request {i}: continuation of {len(cont)} tokens exceeds the window of {L}")
             if len(ctx) + len(cont) > L + 1:
                 self.stats["truncated"] += 1
-            if self.cache is not None:
-                keys[i] = request_key(self.model_id, "ll", [ctx, cont])
-                if keys[i] in self.cache:
-                    v = self.cache.get(keys[i])
-                    results[i] = (float(v[0]), bool(v[1]))
-                    self.stats["cached"] += 1
-                    continue
-            todo.append(i)
-        if todo:
-            with torch.inference_mode():
-                self._score(pairs, todo, results, keys, desc)
-        return results  # type: ignore[return-value]
 
-    # ---------------------------------------------------------------- scoring
-    def _score(self, pairs, todo, results, keys, desc) -> None:
+    # ---------------------------------------------------------------- log-likelihoods
+    def loglikelihood_tokens(
+        self, pairs: Sequence[tuple[list[int], list[int]]], desc: str = "loglikelihood", on_done: OnDone | None = None
+    ) -> list[tuple[float, bool] | None]:
+        """`loglikelihood` on already tokenised `(context ids, continuation ids)` pairs (context non-empty).
+
+        Args:
+            pairs: the requests.
+            desc: progress bar label.
+            on_done: called after every batch with the indices (into `pairs`) it finished and their results.
+
+        Returns:
+            `(logprob, is_greedy)` per pair; with `shard`, None for the pairs of other ranks' batches.
+        """
+        self.check_pairs(pairs)
+        results: list[tuple[float, bool] | None] = [None] * len(pairs)
+        if not pairs:
+            return results
         L = self.max_length
         # unique model inputs: identical inputs (one-token answers to one context) share one forward
         inputs: dict[Tokens, list[int]] = {}
-        for i in todo:
-            ctx, cont = pairs[i]
+        for i, (ctx, cont) in enumerate(pairs):
             inputs.setdefault(tuple((ctx + cont)[-(L + 1) :][:-1]), []).append(i)
         # log-probabilities are needed at each input's last n positions (n = its longest continuation)
         need = {inp: max(len(pairs[i][1]) for i in reqs) for inp, reqs in inputs.items()}
         sharing = self.share_context_kv and self._head is not None
         forest = build_prefix_forest(inputs, MIN_SHARED_TOKENS if sharing else L + 1)
-        pbar = tqdm(total=len(todo), desc=desc, unit="req", disable=not self.progress, dynamic_ncols=True)
-        run = _Run(pairs, inputs, need, results, keys, pbar, pending={})
+        pbar = tqdm(total=len(pairs), desc=desc, unit="req", disable=not self.progress, dynamic_ncols=True)
+        run = _Run(pairs, inputs, need, results, on_done, pbar, pending={})
         try:
-            self._run_nodes([(node, 0) for node in forest], None, run)
+            with torch.inference_mode():
+                self._run_nodes([(node, 0) for node in forest], None, run)
         finally:
-            run.pbar.close()
+            pbar.close()
+        return results
 
     def _run_nodes(self, nodes: list[tuple[PrefixNode, int]], parent: _Prefix | None, run: _Run) -> None:
         """Run `(node, row of its parent in the parent's batch)` pairs in batches, longest segment first."""
         nodes = sorted(nodes, key=lambda nr: (-len(nr[0].tokens), nr[0].tokens))
         batches = self._batches(nodes, lambda nr: len(nr[0].tokens), kv=lambda nr: nr[0].stop)
-        for batch in self._shard(batches) if parent is None else batches:  # a subtree stays with its root
+        for batch in self._share(batches) if parent is None else batches:  # a subtree stays with its root
             below: list[tuple[list, _Prefix]] = []  # one entry per forward (more if out of memory split the batch)
             self._run_with_retry(lambda b: below.append(self._forward_nodes(b, parent, run)), batch)
             for children, prefix in below:  # outside the retry: a child's failure must not rerun its parents
                 if children:
                     self._run_nodes(children, prefix, run)
 
+    def _share(self, batches: Iterable[list]) -> Iterable[list]:
+        """The top-level batches this engine runs: all, or with `shard=(rank, world)` every world-th from rank."""
+        if self.shard is None:
+            return batches
+        rank, world = self.shard
+        return (batch for i, batch in enumerate(batches) if i % world == rank)
+
     def _forward_nodes(
         self, batch: list[tuple[PrefixNode, int]], parent: _Prefix | None, run: _Run
     ) -> tuple[list[tuple[PrefixNode, int]], _Prefix]:
         """One forward over the batch's segments (right-padded) on top of their parents' KV caches.
 
-        Scores the inputs that end here and keeps the log-probs needed by inputs that continue below.
-
         Returns:
             The children as `(node, row in this batch)` and this batch's cache and key mask for them.
         """
         dev = self.device
-        B, S = len(batch), max(len(node.tokens) for node, _ in batch)
-        ids = torch.full((B, S), self.eot_id, dtype=torch.long)
-        seg_mask = torch.zeros(B, S, dtype=torch.long)
-        for r, (node, _) in enumerate(batch):
-            ids[r, : len(node.tokens)] = torch.tensor(node.tokens)
-            seg_mask[r, : len(node.tokens)] = 1
+        ids, seg_mask = _padded([node.tokens for node, _ in batch], self.eot_id, left=False)
         has_children = any(node.children for node, _ in batch)
         if parent is None:
             # right padding needs no mask here: causal attention never looks at later (pad) positions
@@ -374,19 +256,24 @@ class RequestEngine:
         else:
             rows = torch.tensor([p for _, p in batch])
             mask = torch.cat([parent.mask[rows], seg_mask], dim=1)  # parents' pads stay masked
-            pos = torch.tensor([node.start for node, _ in batch])[:, None] + torch.arange(S)[None]
+            pos = torch.tensor([node.start for node, _ in batch])[:, None] + torch.arange(ids.shape[1])[None]
             h, out = self._hidden(ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
                                   past_key_values=_select_cache(parent.cache, rows.to(dev)), use_cache=True)  # fmt: skip
         self.stats["tokens"] += int(seg_mask.sum())
+        self._score_batch(batch, h, run)
+        children = [(child, r) for r, (node, _) in enumerate(batch) for child in node.children]
+        return children, _Prefix(out.past_key_values if children else None, mask)
 
-        # log-probs at the needed positions of this batch, one head call for all of them
+    def _score_batch(self, batch: list[tuple[PrefixNode, int]], h: torch.Tensor, run: _Run) -> None:
+        """Log-probs at the batch's needed positions (one head call on `h` [rows, pos, d]), kept for the inputs
+        that continue below; the requests of the inputs that end here are scored."""
         wanted: dict[tuple[int, int], int] = {}  # (row, offset in the segment) -> row of `logp`
         for r, (node, _) in enumerate(batch):
             for x in node.inputs:
                 for p in _needed_positions(node, x, run.need[x]):
                     wanted.setdefault((r, p - node.start), len(wanted))
         if wanted:
-            at = torch.tensor(list(wanted), device=dev)  # [n, 2]
+            at = torch.tensor(list(wanted), device=h.device)  # [n, 2]
             logp = self._logprobs(h[at[:, 0], at[:, 1]])  # [n, vocab]
         done: list[int] = []
         for r, (node, _) in enumerate(batch):
@@ -398,22 +285,17 @@ class RequestEngine:
                 x = node.ends
                 self._finish(torch.cat(run.pending.pop(x)), run.inputs[x], run.pairs, run.results)
                 done += run.inputs[x]
-        self._commit(done, run.results, run.keys, run.pbar)
-        children = [(child, r) for r, (node, _) in enumerate(batch) for child in node.children]
-        return children, _Prefix(out.past_key_values if children else None, mask)
+        self._commit(done, run.results, run.on_done, run.pbar)
 
-    def _commit(self, idx: list[int], results, keys, pbar) -> None:
-        if self.cache is not None:
-            self.cache.put_many([(keys[i], list(results[i])) for i in idx])
-        self.stats["computed"] += len(idx)
+    def _commit(self, done: list[int], results: list, on_done: OnDone | None, pbar: Any) -> None:
+        """Count a finished batch and report it (`on_done`, then `on_batch`)."""
+        self.stats["computed"] += len(done)
         self.stats["batches"] += 1
-        pbar.update(len(idx))
+        pbar.update(len(done))
+        if on_done is not None:
+            on_done(done, [results[i] for i in done])
         if self.on_batch is not None:
             self.on_batch(dict(self.stats))
-
-    def _shard(self, batches: Iterable[list]) -> Iterable[list]:
-        """The top-level batches this process runs: all of them (a data-parallel wrapper keeps its share)."""
-        return batches
 
     def _batches(self, items: list, cost: Callable[[Any], int], kv: Callable[[Any], int] | None = None):
         """Consecutive slices under the token budget (padded cost: rows x longest) or `batch_size` rows.
@@ -476,115 +358,62 @@ class RequestEngine:
 
     # ---------------------------------------------------------------- generation
     @torch.inference_mode()
-    def generate_until(self, requests: Sequence[tuple[str, dict]], desc: str = "generate_until") -> list[str]:
+    def generate_until(
+        self, requests: Sequence[tuple[str, dict]], desc: str = "generate_until", on_done: OnDone | None = None
+    ) -> list[str]:
         """Greedy continuation of each context until a stop string, EOS or `max_gen_toks` tokens.
 
         Args:
             requests: `(context, {"until": [...], "max_gen_toks": n})`; lm-eval's defaults (256 tokens, EOS).
+            desc: progress bar label.
+            on_done: called after every batch with the indices (into `requests`) it finished and their texts.
 
         Returns:
             The generated text, cut before the first stop string.
         """
         out: list[str | None] = [None] * len(requests)
-        keys: list[str | None] = [None] * len(requests)
-        todo = []
-        for i, (ctx, kw) in enumerate(requests):
-            if self.cache is not None:
-                keys[i] = request_key(self.model_id, "gen", [ctx, kw])
-                if keys[i] in self.cache:
-                    out[i] = self.cache.get(keys[i])
-                    self.stats["cached"] += 1
-                    continue
-            todo.append(i)
-        enc = dict(zip(todo, self.tok.encode([requests[i][0] for i in todo])))
-        todo.sort(key=lambda i: (-len(enc[i]), requests[i][0]))
-        pbar = tqdm(total=len(todo), desc=desc, unit="req", disable=not self.progress, dynamic_ncols=True)
-        bs = self.batch_size if self.batch_size != "auto" else max(1, self.token_budget // max(1, self.max_length))
+        enc = self.tok.encode([ctx for ctx, _ in requests])
         # one batch per set of generation arguments, longest contexts first
         by_kw: dict[str, list[int]] = {}
-        for i in todo:
+        for i in sorted(range(len(requests)), key=lambda i: (-len(enc[i]), requests[i][0])):
             by_kw.setdefault(json.dumps(requests[i][1], sort_keys=True), []).append(i)
+        bs = self.batch_size if self.batch_size != "auto" else max(1, self.token_budget // max(1, self.max_length))
+        pbar = tqdm(total=len(requests), desc=desc, unit="req", disable=not self.progress, dynamic_ncols=True)
         for kwjson, idx in by_kw.items():
             kw = json.loads(kwjson)
-            until = list(kw.get("until") or [])
-            eos_text = self.tok.decode([self.eot_id]) if not self.tok.raw else "<|endoftext|>"
-            if eos_text and eos_text not in until:
-                until.append(eos_text)
-            max_gen = int(kw.get("max_gen_toks", 256))
+            until, max_gen = list(kw.get("until") or []), int(kw.get("max_gen_toks", 256))
             for s in range(0, len(idx), bs):
                 chunk = idx[s : s + bs]
-                texts = self._greedy([enc[i] for i in chunk], until, max_gen)
-                for i, t in zip(chunk, texts):
-                    out[i] = t
-                if self.cache is not None:
-                    self.cache.put_many([(keys[i], out[i]) for i in chunk])
-                self.stats["computed"] += len(chunk)
-                pbar.update(len(chunk))
-                if self.on_batch is not None:
-                    self.on_batch(dict(self.stats))
+                for i, text in zip(chunk, self._generate([enc[i] for i in chunk], until, max_gen)):
+                    out[i] = text
+                self._commit(chunk, out, on_done, pbar)
         pbar.close()
         return out  # type: ignore[return-value]
 
-    def _greedy(self, contexts: list[list[int]], until: list[str], max_gen: int) -> list[str]:
-        dev = self.device
+    def _generate(self, contexts: list[list[int]], until: list[str], max_gen: int) -> list[str]:
+        """Greedy continuations of token `contexts` (left-truncated to leave room for `max_gen` tokens)."""
         max_ctx = self.max_length - max_gen
         if max_ctx <= 0:
             raise ValueError(f"max_gen_toks={max_gen} leaves no room for context in a window of {self.max_length}")
-        ctxs = [c[-max_ctx:] for c in contexts]
         self.stats["truncated"] += sum(len(c) > max_ctx for c in contexts)
-        B, T = len(ctxs), max(len(c) for c in ctxs)
-        ids = torch.full((B, T), self.eot_id, dtype=torch.long)
-        mask = torch.zeros(B, T, dtype=torch.long)
-        for r, c in enumerate(ctxs):
-            ids[r, T - len(c) :] = torch.tensor(c)
-            mask[r, T - len(c) :] = 1
-        ids, mask = ids.to(dev), mask.to(dev)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        gen = [[] for _ in range(B)]
-        done = [False] * B
-        past, step_ids, step_pos = None, ids, pos
-        for _ in range(max_gen):
-            self.stats["forwards"] += 1
-            o = self.model(step_ids, attention_mask=mask, position_ids=step_pos, past_key_values=past, use_cache=True)
-            nxt = o.logits[:, -1].argmax(-1)
-            past = o.past_key_values
-            for r in range(B):
-                if not done[r]:
-                    gen[r].append(int(nxt[r]))
-                    text = self.tok.decode(gen[r])
-                    if int(nxt[r]) == self.eot_id or any(u and u in text for u in until):
-                        done[r] = True
-            if all(done):
-                break
-            step_ids = nxt[:, None]
-            step_pos = step_pos[:, -1:] + 1
-            mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=dev)], dim=1)
-        texts = []
-        for g in gen:
-            t = self.tok.decode(g)
-            for u in until:
-                if u:
-                    t = t.split(u)[0]
-            texts.append(t)
-        return texts
+        ids, mask = _padded([c[-max_ctx:] for c in contexts], self.eot_id, left=True)
+        out = generate(self.model, ids.to(self.device), attention_mask=mask.to(self.device), max_new_tokens=max_gen,
+                       eos_token_id=self.eot_id, pad_token_id=self.eot_id, stop_strings=until, tokenizer=self.tok)
+        new = out[:, ids.shape[1] :]
+        self.stats["forwards"] += new.shape[1]
+        return [cut_at_stop(self.tok.decode(row), until) for row in new.tolist()]
 
 
-def rolling_windows(tokens: list[int], prefix_token: int, max_len: int) -> list[tuple[list[int], list[int]]]:
-    """lm-eval's disjoint rolling windows (context_len=1): `(context ids, predicted ids)` covering every token once,
-    each prediction with as much context as the window allows."""
-    out = []
-    if not tokens:
-        return out
-    first = min(max_len, len(tokens))
-    out.append(([prefix_token], tokens[:first]))
-    done = first
-    while done < len(tokens):
-        n = min(len(tokens) - done, max_len)
-        end = done + n
-        window = tokens[end - max_len - 1 : end - 1]
-        out.append((window[: len(window) - (n - 1)], tokens[end - n : end]))
-        done = end
-    return out
+def _padded(rows: Sequence[Sequence[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows padded to the longest with `pad_id` on the left or right: ids and mask `[rows, longest]`."""
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), T, dtype=torch.long)
+    for i, r in enumerate(rows):
+        span = slice(T - len(r), T) if left else slice(0, len(r))
+        ids[i, span] = torch.tensor(r, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
 
 
 def _split(model: torch.nn.Module):

@@ -6,10 +6,11 @@
       import workbench.evals.harness  # registers "workbench"
       lm_eval.simple_evaluate(model="workbench", model_args="pretrained=demo", tasks=["piqa"])
 
-- `export_lm_eval_tasks`: our local tasks written as lm-eval task YAML over the same files, for cross-checking
-  `workbench.evals.evaluate` against lm-eval (`TaskManager(include_path=out_dir)`). The YAMLs read the shared
-  JSONL files directly with lm-eval's own prompt templates; HellaSwag (a text dump) and MMLU (CSV) are first
-  converted to JSONL records in `out_dir`, and HellaSwag goes through lm-eval's own `process_docs`.
+- `export_lm_eval_tasks`: our tasks written as lm-eval task YAML, generated from their specs (`TaskSpec.lm_eval`,
+  lm-eval's own prompt templates), for cross-checking `workbench.evals.evaluate` against lm-eval
+  (`TaskManager(include_path=out_dir)`). The YAMLs read local JSON-lines files where they are; other data
+  (HellaSwag's text dump, MMLU's CSVs, hub copies, a separate few-shot split) is first written as JSON lines
+  into `out_dir`.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import lm_eval.models  # noqa: F401  (lm-eval fills its model registry only whil
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from workbench.evals.engine import RequestCache, RequestEngine
-from workbench.evals.tasks import GROUPS, MMLU_SUBJECTS, _find_file, read_hellaswag_text, read_mmlu_csv, resolve_data_dir
+from workbench.evals.caching import CachingEngine, RequestCache
+from workbench.evals.engine import RequestEngine
+import workbench.evals.tasks.registry as registry
+from workbench.evals.tasks import Task, TaskSpec, resolve_data_dir
 
 PREFIX = "wb_"  # exported task names, so they never clash with lm-eval's own tasks of the same name
 
@@ -70,13 +73,9 @@ class WorkbenchLM(LM):
         else:
             model = load_model(pretrained, dtype=dtype, device=device)
         bs = batch_size if batch_size in (None, "auto") else int(batch_size)
-        self.engine = RequestEngine(
-            model,
-            tokenizer,
-            batch_size=bs or "auto",
-            max_length=int(max_length) if max_length else None,
-            cache=RequestCache(cache) if cache else None,
-        )
+        self.model_engine = RequestEngine(model, tokenizer, batch_size=bs or "auto",
+                                          max_length=int(max_length) if max_length else None)
+        self.engine = CachingEngine(self.model_engine, RequestCache(cache)) if cache else self.model_engine
         self._device = self.engine.device
 
     @property
@@ -85,7 +84,7 @@ class WorkbenchLM(LM):
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         args = [tuple(r.args[:2]) for r in requests]
-        self.engine.progress = not disable_tqdm
+        self.model_engine.progress = not disable_tqdm
         out = self.engine.loglikelihood(args)
         for a, res in zip(args, out):
             self.cache_hook.add_partial("loglikelihood", a, res)
@@ -93,7 +92,7 @@ class WorkbenchLM(LM):
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         texts = [r.args[0] for r in requests]
-        self.engine.progress = not disable_tqdm
+        self.model_engine.progress = not disable_tqdm
         out = self.engine.loglikelihood_rolling(texts)
         for t, res in zip(texts, out):
             self.cache_hook.add_partial("loglikelihood_rolling", (t,), res)
@@ -108,7 +107,7 @@ class WorkbenchLM(LM):
             until = kw.get("until") or []
             reqs.append((ctx, {"until": [until] if isinstance(until, str) else list(until),
                                "max_gen_toks": int(kw.get("max_gen_toks", 256))}))
-        self.engine.progress = not disable_tqdm
+        self.model_engine.progress = not disable_tqdm
         out = self.engine.generate_until(reqs)
         for r, res in zip(requests, out):
             self.cache_hook.add_partial("generate_until", r.args, res)
@@ -116,7 +115,81 @@ class WorkbenchLM(LM):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# local tasks -> lm-eval YAML
+# task specs -> lm-eval YAML
+
+LM_EVAL_METRICS = ("acc", "acc_norm", "perplexity", "exact_match")  # of our metrics, those lm-eval computes too
+
+
+def export_lm_eval_tasks(
+    tasks: list[str], out_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None
+) -> list[str]:
+    """Write lm-eval task YAMLs for our tasks into `out_dir`.
+
+    Args:
+        tasks: task or group names (any registered task with an lm-eval template: `known_tasks()`).
+        out_dir: folder for the YAMLs (and converted records); pass it to
+            `lm_eval.tasks.TaskManager(include_path=out_dir)`.
+        data_dir: the benchmark data (default as `evaluate`; without local files, the hub copy).
+
+    Returns:
+        The lm-eval task names written ("wb_" + our name), in order.
+
+    Raises:
+        KeyError: an unknown task, or one without an lm-eval template.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    d = resolve_data_dir(data_dir)
+    names = []
+    for name in registry.expand(tasks):
+        spec = registry.TASKS[name]
+        if spec.lm_eval is None:
+            exportable = ", ".join(n for n, s in sorted(registry.TASKS.items()) if s.lm_eval is not None)
+            raise KeyError(f"cannot export {name!r} to lm-eval YAML (no template); exportable: {exportable}")
+        _write(out / f"{PREFIX}{name}.yaml", task_yaml(spec, spec.build(d), spec.local_file(d), out))
+        names.append(PREFIX + name)
+    return names
+
+
+def task_yaml(spec: TaskSpec, task: Task, local: Path | None, out: Path) -> list[str]:
+    """The lm-eval YAML lines of `task` (built from `spec`), its data read from `local` or written into `out`."""
+    t = spec.lm_eval
+    name = PREFIX + spec.name
+    # lm-eval reads JSON lines itself; other formats, hub records and separate few-shot pools are converted
+    data = {"test": local if local is not None and local.suffix == ".jsonl" else _jsonl(out / f"{name}_test.jsonl",
+                                                                                         task.docs())}
+    pool, same_split = task.fewshot_pool()
+    if not same_split:
+        data["dev"] = _jsonl(out / f"{name}_dev.jsonl", pool)
+    files = ", ".join(f"{k}: {_yaml_str(str(v))}" for k, v in data.items())
+    lines = [f"task: {name}", "dataset_path: json", f"dataset_kwargs: {{data_files: {{{files}}}}}",
+             f"output_type: {task.output_type}", "test_split: test",
+             # one split: shots come from it, lm-eval removing the evaluated document
+             f"fewshot_split: {'test' if same_split else 'dev'}"]
+    if task.sampler == "first_n":
+        lines.append("fewshot_config: {sampler: first_n}")
+    for key, value, default in [("description", task.description, ""), ("target_delimiter", task.target_delimiter, " "),
+                                ("fewshot_delimiter", task.fewshot_delimiter, "\n\n")]:
+        if value != default:
+            lines.append(f"{key}: {_yaml_str(value)}")
+    if t.process_docs:
+        module, function = t.process_docs.split(":")
+        (out / f"{name}_utils.py").write_text(f"from {module} import {function} as process_docs  # noqa: F401\n")
+        lines.append(f"process_docs: !function {name}_utils.process_docs")
+    lines.append(f"doc_to_text: {_yaml_str(t.doc_to_text)}")
+    if t.doc_to_choice is not None:
+        lines.append(f"doc_to_choice: {json.dumps(t.doc_to_choice)}")  # a JSON string or list is YAML too
+    lines.append(f"doc_to_target: {_yaml_str(t.doc_to_target)}")
+    if task.output_type == "generate_until":
+        lines += _generation(task)
+    return lines + _metrics(*[m for m in task.metric_names if m in LM_EVAL_METRICS]) + ["metadata:", "  version: 1.0"]
+
+
+def _generation(task: Any) -> list[str]:
+    # lm-eval's generation settings and filters for greedy exact-match tasks (triviaqa.yaml)
+    return [f"generation_kwargs: {{until: {json.dumps(task.until)}, max_gen_toks: {task.max_gen_toks}, do_sample: false}}",
+            "filter_list:", "  - name: remove_whitespace", "    filter:", "      - function: remove_whitespace",
+            "      - function: take_first"]
 
 
 def _yaml_str(s: str) -> str:
@@ -127,23 +200,11 @@ def _write(path: Path, lines: list[str]) -> None:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _jsonl(path: Path, records: list[dict]) -> None:
+def _jsonl(path: Path, records: list[dict]) -> Path:
     with open(path, "w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
-
-
-def _common(name: str, data: dict[str, Path], output_type: str = "multiple_choice", fewshot: str = "test") -> list[str]:
-    files = ", ".join(f"{k}: {_yaml_str(str(v))}" for k, v in data.items())
-    return [
-        f"task: {PREFIX}{name}",
-        "dataset_path: json",
-        f"dataset_kwargs: {{data_files: {{{files}}}}}",
-        f"output_type: {output_type}",
-        "test_split: test",
-        # the local data has one split: shots come from it, lm-eval removing the evaluated document
-        f"fewshot_split: {fewshot}",
-    ]
+    return path
 
 
 def _metrics(*names: str) -> list[str]:
@@ -152,98 +213,6 @@ def _metrics(*names: str) -> list[str]:
         agg = "perplexity" if m == "perplexity" else "mean"
         hib = "false" if m == "perplexity" else "true"
         out += [f"  - metric: {m}", f"    aggregation: {agg}", f"    higher_is_better: {hib}"]
+        if m == "exact_match":
+            out += ["    ignore_case: true", "    ignore_punctuation: true"]
     return out
-
-
-def export_lm_eval_tasks(
-    tasks: list[str], out_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None
-) -> list[str]:
-    """Write lm-eval task YAMLs for our local tasks into `out_dir`.
-
-    Args:
-        tasks: names among piqa, arc_easy, arc_challenge, boolq, winogrande, lambada_openai, hellaswag, mmlu,
-            mmlu_<subject>.
-        out_dir: folder for the YAMLs (and converted HellaSwag/MMLU records); pass it to
-            `lm_eval.tasks.TaskManager(include_path=out_dir)`.
-        data_dir: the benchmark data (default as `evaluate`).
-
-    Returns:
-        The lm-eval task names written ("wb_" + our name), in order.
-
-    Raises:
-        KeyError: a task this exporter does not know.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    d = resolve_data_dir(data_dir)
-    names: list[str] = []
-    expanded = [n for t in tasks for n in (GROUPS.get(t) or [t])]
-    for name in expanded:
-        lines: list[str]
-        if name == "piqa":
-            f = _find_file(name, d, ["piqa/piqa_llmfoundry.jsonl"])
-            # llm-foundry's query is "Question: {goal}\n"; lm-eval's template is "Question: {{goal}}\nAnswer:"
-            lines = _common(name, {"test": f}) + [
-                'doc_to_text: "{{query}}Answer:"', "doc_to_choice: choices", "doc_to_target: gold"
-            ] + _metrics("acc", "acc_norm")
-        elif name in ("arc_easy", "arc_challenge"):
-            f = _find_file(name, d, [f"{name}/{name}_llmfoundry.jsonl"])
-            lines = _common(name, {"test": f}) + [
-                'doc_to_text: "{{query}}\\nAnswer:"', "doc_to_choice: choices", "doc_to_target: gold"
-            ] + _metrics("acc", "acc_norm")
-        elif name == "boolq":
-            f = _find_file(name, d, ["boolq/boolq_llmfoundry.jsonl"])
-            lines = _common(name, {"test": f}) + [
-                'doc_to_text: "{{query[9:]}}\\nAnswer:"', 'doc_to_choice: ["no", "yes"]', "doc_to_target: gold"
-            ] + _metrics("acc")
-        elif name == "winogrande":
-            f = _find_file(name, d, ["winogrande/winogrande_llmfoundry.jsonl"])
-            # as lm-eval's winogrande: doc_to_text gives the gold index (an int: "multiple inputs"), the choices are
-            # the contexts, the target the stripped text after the blank
-            lines = _common(name, {"test": f}) + [
-                'doc_to_text: "{{gold}}"', "doc_to_choice: context_options",
-                'doc_to_target: "{{continuation.strip()}}"',
-            ] + _metrics("acc")
-        elif name == "lambada_openai":
-            f = _find_file(name, d, ["lambada/lambada_test.jsonl"])
-            # lm-eval's lambada_openai.yaml templates verbatim
-            lines = _common(name, {"test": f}, output_type="loglikelihood") + [
-                "doc_to_text: \"{{text.split(' ')[:-1]|join(' ')}}\"",
-                "doc_to_target: \"{{' '+text.split(' ')[-1]}}\"",
-            ] + _metrics("perplexity", "acc")
-        elif name == "hellaswag":
-            f = _find_file(name, d, ["hellaswag/hellaswag_val_full.txt.bz2"])
-            conv = out / "wb_hellaswag.jsonl"
-            _jsonl(conv, read_hellaswag_text(f))
-            (out / "wb_hellaswag_utils.py").write_text(
-                "from lm_eval.tasks.hellaswag.utils import process_docs  # noqa: F401  (lm-eval's own preprocessing)\n"
-            )
-            lines = _common(name, {"test": conv}) + [
-                "process_docs: !function wb_hellaswag_utils.process_docs",
-                'doc_to_text: "{{query}}"', "doc_to_choice: choices", 'doc_to_target: "{{label}}"',
-            ] + _metrics("acc", "acc_norm")
-        elif name.startswith("mmlu_") and name[5:] in MMLU_SUBJECTS:
-            subject = name[5:]
-            test = _find_file(name, d, [f"mmlu/test/{subject}_test.csv"])
-            dev = _find_file(name, d, [f"mmlu/dev/{subject}_dev.csv"])
-            conv_test, conv_dev = out / f"wb_{name}_test.jsonl", out / f"wb_{name}_dev.jsonl"
-            _jsonl(conv_test, read_mmlu_csv(test))
-            _jsonl(conv_dev, read_mmlu_csv(dev))
-            desc = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
-            # lm-eval's mmlu/default/_default_template_yaml
-            lines = _common(name, {"test": conv_test, "dev": conv_dev}, fewshot="dev") + [
-                "fewshot_config: {sampler: first_n}",
-                f"description: {_yaml_str(desc)}",
-                'doc_to_text: "{{question.strip()}}\\nA. {{choices[0]}}\\nB. {{choices[1]}}\\nC. {{choices[2]}}'
-                '\\nD. {{choices[3]}}\\nAnswer:"',
-                'doc_to_choice: ["A", "B", "C", "D"]', "doc_to_target: answer",
-            ] + _metrics("acc")
-        else:
-            raise KeyError(
-                f"cannot export {name!r} to lm-eval YAML; exportable: piqa, arc_easy, arc_challenge, boolq, winogrande, "
-                "lambada_openai, hellaswag, mmlu, mmlu_<subject>"
-            )
-        lines += ["metadata:", "  version: 1.0"]
-        _write(out / f"{PREFIX}{name}.yaml", lines)
-        names.append(PREFIX + name)
-    return names

@@ -112,24 +112,25 @@ class EvalResults:
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
 
-    # Reports live in workbench.evals.report (matplotlib, HTML); imported lazily.
+    # Reports live in workbench.evals.report (pandas, matplotlib), which does not import this module; imported
+    # here when asked for, so that results load without them.
     def compare(self, *args: Any, **kwargs: Any):
         """Side by side with published baselines; see `workbench.evals.report.compare`."""
-        from workbench.evals import report
+        from workbench.evals.report import compare
 
-        return report.compare(self, *args, **kwargs)
+        return compare(self, *args, **kwargs)
 
     def to_html(self, *args: Any, **kwargs: Any):
         """Self-contained HTML report; see `workbench.evals.report.to_html`."""
-        from workbench.evals import report
+        from workbench.evals.report import to_html
 
-        return report.to_html(self, *args, **kwargs)
+        return to_html(self, *args, **kwargs)
 
     def to_markdown(self, *args: Any, **kwargs: Any):
         """Markdown report; see `workbench.evals.report.to_markdown`."""
-        from workbench.evals import report
+        from workbench.evals.report import to_markdown
 
-        return report.to_markdown(self, *args, **kwargs)
+        return to_markdown(self, *args, **kwargs)
 
     def __repr__(self) -> str:
         parts = [f"{t}: " + ", ".join(f"{m}={v:.4g}" for m, v in ms.items()) for t, ms in self.metrics.items()]

@@ -14,8 +14,10 @@ from typing import Any
 
 import torch
 
-from workbench.evals import metrics as M
-from workbench.evals.engine import RequestCache, RequestEngine, model_fingerprint
+import workbench.evals.metrics as M
+from workbench.evals.caching import CachingEngine, RequestCache, model_fingerprint
+from workbench.evals.distributed import wrap_engine
+from workbench.evals.engine import RequestEngine
 from workbench.evals.results import EvalResults
 from workbench.evals.tasks import GROUPS, GenerationTask, Task, get_tasks, resolve_data_dir
 
@@ -24,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def load_model(name_or_path: str | os.PathLike, dtype: str | torch.dtype | None = None, device: str | None = None):
     """`workbench.load` (the model gets `.tokenizer`); dtype "auto" = bfloat16 on CUDA, float32 elsewhere."""
-    import workbench
+    from workbench.loading import load  # the model classes, only when a model is loaded by name
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype in (None, "auto"):
@@ -34,7 +36,7 @@ def load_model(name_or_path: str | os.PathLike, dtype: str | torch.dtype | None 
         if dtype not in allowed:
             raise ValueError(f"dtype must be one of {sorted(allowed)} or 'auto', got {dtype!r}")
         dtype = allowed[dtype]
-    return workbench.load(os.fspath(name_or_path), dtype=dtype, device=dev)
+    return load(os.fspath(name_or_path), dtype=dtype, device=dev)
 
 
 def evaluate(
@@ -86,93 +88,77 @@ def evaluate(
     task_list = get_tasks(task_names, data_dir)
     if not task_list:
         raise ValueError("no tasks given")
-
-    model_name = None
-    if isinstance(model, (str, os.PathLike)):
-        model_name = os.fspath(model)
+    model_name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
+    if model_name is not None:
         model = load_model(model, device=device)
     elif device is not None:
         model = model.to(device)
-
+    engine = RequestEngine(model, tokenizer, batch_size=batch_size, max_length=max_length, progress=progress,
+                           on_batch=on_batch)
     if isinstance(cache, (str, os.PathLike)):
         cache = RequestCache(cache)
-    engine = RequestEngine(
-        model, tokenizer, batch_size=batch_size, max_length=max_length, cache=cache, progress=progress, on_batch=on_batch
-    )
-    try:  # under torchrun, each process computes its share of every request list (workbench.evals.distributed)
-        from workbench.evals.distributed import wrap_engine
+    if cache is not None:
+        engine = CachingEngine(engine, cache)
+    engine = wrap_engine(engine)  # under torchrun, each process computes its share of every request list
 
-        engine = wrap_engine(engine)
-    except ImportError:
-        pass
     res = EvalResults()
     t0 = time.time()
     for task in task_list:
-        docs = task.docs()[:limit] if limit else task.docs()
-        rnd = random.Random(seed)
-        per_doc: list[list] = []
-        flat: list = []
-        for doc in docs:
-            shots = task.sample_shots(doc, num_fewshot, rnd)
-            reqs = task.requests(doc, task.fewshot_prefix(shots))
-            per_doc.append(reqs)
-            flat += reqs
-        before = dict(engine.stats)
-        if isinstance(task, GenerationTask):
-            outs = engine.generate_until(flat, desc=task.name)
-            ntok = [0] * len(flat)
-        else:
-            pairs = engine.encode_pairs(flat)
-            ntok = [len(p[1]) for p in pairs]
-            outs = engine.loglikelihood_tokens(pairs, desc=task.name)
-        records, pos = [], 0
-        for doc_id, reqs in enumerate(per_doc):
-            r = outs[pos : pos + len(reqs)]
-            rec = {"doc_id": doc_id, **task.score(docs[doc_id], r, ntok[pos : pos + len(reqs)])}
-            if not isinstance(task, GenerationTask):
-                rec["loglikelihoods"] = [x[0] for x in r]
-                rec["is_greedy"] = [x[1] for x in r]
-            records.append(rec)
-            pos += len(reqs)
-        values, errs = task.aggregate(records)
-        res.metrics[task.name], res.stderr[task.name], res.samples[task.name] = values, errs, records
-        truncated = engine.stats["truncated"] - before["truncated"]
-        res.counts[task.name] = {
-            "n_docs": len(docs),
-            "n_requests": len(flat),
-            "n_truncated": truncated,
-            "n_cached": engine.stats["cached"] - before["cached"],
-            "n_computed": engine.stats["computed"] - before["computed"],
-        }
-        if truncated:
-            msg = (
-                f"{task.name}: {truncated} of {len(flat)} requests exceed the {engine.max_length}-token window and "
-                "were left-truncated (as lm-eval does)"
-            )
-            log.warning(msg)
-            res.warnings.append(msg)
+        _evaluate_task(engine, task, num_fewshot, limit, seed, res)
     _add_groups(res, task_names)
     res.config = {
         "model": model_name or type(model).__name__,
         "model_fingerprint": engine.model_id if cache is not None else model_fingerprint(model, engine.max_length),
         "num_params": sum(p.numel() for p in model.parameters()),
         "tasks": [t.name for t in task_list],
-        "num_fewshot": num_fewshot,
-        "limit": limit,
-        "batch_size": batch_size,
-        "seed": seed,
+        "num_fewshot": num_fewshot, "limit": limit, "batch_size": batch_size, "seed": seed,
         "data_dir": str(resolve_data_dir(data_dir)),
         "device": str(engine.device),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "max_length": engine.max_length,
         "target_delimiter": {t.name: t.target_delimiter for t in task_list},
         "fewshot_delimiter": {t.name: t.fewshot_delimiter for t in task_list},
-        "cache": str(cache.path) if isinstance(cache, RequestCache) else None,
+        "cache": str(cache.path) if cache is not None else None,
         "engine_stats": dict(engine.stats),
         "wall_time_s": round(time.time() - t0, 3),
     }
     res.versions = versions()
     return res
+
+
+def _evaluate_task(engine: Any, task: Task, num_fewshot: int, limit: int | None, seed: int, res: EvalResults) -> None:
+    """Run one task's requests through `engine` and add its metrics, records, counts and warnings to `res`."""
+    docs = task.docs()[:limit] if limit else task.docs()
+    rnd = random.Random(seed)
+    per_doc = [task.requests(doc, task.fewshot_prefix(task.sample_shots(doc, num_fewshot, rnd))) for doc in docs]
+    flat = [req for reqs in per_doc for req in reqs]
+    before = dict(engine.stats)
+    generation = isinstance(task, GenerationTask)
+    if generation:
+        outs, ntok = engine.generate_until(flat, desc=task.name), [0] * len(flat)
+    else:
+        pairs = engine.encode_pairs(flat)
+        ntok = [len(p[1]) for p in pairs]
+        outs = engine.loglikelihood_tokens(pairs, desc=task.name)
+    records, pos = [], 0
+    for doc_id, (doc, reqs) in enumerate(zip(docs, per_doc)):
+        r = outs[pos : pos + len(reqs)]
+        rec = {"doc_id": doc_id, **task.score(doc, r, ntok[pos : pos + len(reqs)])}
+        if not generation:
+            rec["loglikelihoods"] = [x[0] for x in r]
+            rec["is_greedy"] = [x[1] for x in r]
+        records.append(rec)
+        pos += len(reqs)
+    values, errs = task.aggregate(records)
+    res.metrics[task.name], res.stderr[task.name], res.samples[task.name] = values, errs, records
+    delta = {k: engine.stats[k] - before[k] for k in ("truncated", "cached", "computed")}
+    res.counts[task.name] = {"n_docs": len(docs), "n_requests": len(flat), "n_truncated": delta["truncated"],
+                             "n_cached": delta["cached"], "n_computed": delta["computed"]}
+    if delta["truncated"]:
+        msg = (f"{task.name}: {delta['truncated']} of {len(flat)} requests exceed the {engine.max_length}-token "
+               "window and were left-truncated (as lm-eval does)")
+        log.warning(msg)
+        res.warnings.append(msg)
 
 
 def _add_groups(res: EvalResults, requested: Sequence[Any]) -> None:

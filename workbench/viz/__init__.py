@@ -1,6 +1,9 @@
 """Notebook widgets (anywidget) and static matplotlib figures.
 
-Widgets: `AttentionView`, `LogitLensView`, `TokenView` (each has `.to_html(path)`). Plots: `plot_*` in
+Widgets: `AttentionView`, `LogitLensView`, `TokenView` (each has `.to_html(path)`). Like CircuitsVis's
+functions they take plain data (tokens, arrays, labels); `View.from_model(model, text)` computes that data
+with `workbench.analysis` (through the hook system, so under any active `model.hooks(...)`), and
+`View.from_cache(cache, ...)` reads it from a cached run. Plots: `plot_*` in
 `workbench.viz.plots`. Convenience: `show_attention(model, text)`, `show_logit_lens`, `show_tokens`.
 Widgets import anywidget lazily, so the plots work without the notebook extra.
 """
@@ -36,21 +39,21 @@ def __getattr__(name: str) -> Any:
 
 
 def show_attention(model: Any, text_or_tokens: Any, **kwargs: Any) -> Any:
-    """`AttentionView(model, text_or_tokens, **kwargs)` (shows itself when it is a cell's last expression)."""
+    """`AttentionView.from_model(model, text_or_tokens, **kwargs)` (shows itself when it is a cell's last expression)."""
     from workbench.viz.attention import AttentionView
 
-    return AttentionView(model, text_or_tokens, **kwargs)
+    return AttentionView.from_model(model, text_or_tokens, **kwargs)
 
 
 def show_logit_lens(model: Any, text_or_tokens: Any, **kwargs: Any) -> Any:
-    """`LogitLensView(model, text_or_tokens, **kwargs)`."""
+    """`LogitLensView.from_model(model, text_or_tokens, **kwargs)`."""
     from workbench.viz.logit_lens import LogitLensView
 
-    return LogitLensView(model, text_or_tokens, **kwargs)
+    return LogitLensView.from_model(model, text_or_tokens, **kwargs)
 
 
 def show_tokens(model: Any, texts: Any, **kwargs: Any) -> Any:
-    """`TokenView(model, texts, **kwargs)`."""
+    """`TokenView.from_model(model, texts, **kwargs)`."""
     from workbench.viz.token_view import TokenView
 
-    return TokenView(model, texts, **kwargs)
+    return TokenView.from_model(model, texts, **kwargs)

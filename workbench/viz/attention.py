@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 import traitlets as t
 
-from workbench.viz import data as D
-from workbench.viz.base import VizWidget, pack
+from workbench.analysis import attention_patterns
+from workbench.inputs import as_prompts
+from workbench.viz.base import VizWidget, as_array, is_model, pack, per_prompt_tokens
 
 THUMB = 40  # thumbnail side in cells; longer inputs are max-pooled down to it
 
@@ -71,13 +73,16 @@ class AttentionView(VizWidget):
     Live, the browser asks the kernel for the head it shows, so 1,000+ token inputs stay responsive.
 
     Args:
-        model: a GPT-NeoX model with `.tokenizer` (e.g. `workbench.load("demo")`).
-        text_or_tokens: a string, several strings, or token ids ([pos] or [batch, pos]).
+        tokens: display strings of one prompt, or one list per prompt.
+        patterns: probabilities `[layer, head, q, k]` of one prompt (array, tensor or a per-layer sequence of
+            `[head, q, k]`), or one of those per prompt.
         layers: layer indices to show (default all).
         heads: head indices to show (default all).
 
+    `AttentionView(model, text_or_tokens, ...)` is shorthand for `AttentionView.from_model(...)`.
+
     Example:
-        >>> AttentionView(model, ["The cat sat on the mat", "1 2 3 4 1 2 3 4"], layers=[0, 1])
+        >>> AttentionView.from_model(model, ["The cat sat on the mat", "1 2 3 4 1 2 3 4"], layers=[0, 1])
     """
 
     _entry = "attention.js"
@@ -93,15 +98,30 @@ class AttentionView(VizWidget):
 
     def __init__(
         self,
-        model: Any,
-        text_or_tokens: Any,
+        tokens: Any,
+        patterns: Any,
         layers: int | Sequence[int] | None = None,
         heads: int | Sequence[int] | None = None,
         title: str = "",
     ) -> None:
-        prompts = D.to_prompts(model, text_or_tokens)
-        patterns = [D.attention_patterns(model, p.ids) for p in prompts]  # per prompt: L x [head, q, k]
-        self._init_from(patterns, [p.tokens for p in prompts], layers, heads, title)
+        if is_model(tokens):
+            tokens, patterns = _model_data(tokens, patterns)
+        token_lists = per_prompt_tokens(tokens)
+        per_prompt = [patterns] if len(token_lists) == 1 and _ndim(patterns) == 4 else list(patterns)
+        if len(per_prompt) != len(token_lists):
+            raise ValueError(f"{len(token_lists)} prompts of tokens but {len(per_prompt)} sets of patterns")
+        self._init_from([[as_array(a) for a in p] for p in per_prompt], token_lists, layers, heads, title)
+
+    @classmethod
+    def from_model(cls, model: Any, text_or_tokens: Any, **kwargs: Any) -> "AttentionView":
+        """The patterns of `model` on each prompt, from `analysis.attention_patterns` (under active hooks).
+
+        Args:
+            model: a workbench model with `.tokenizer` (e.g. `workbench.load("demo")`).
+            text_or_tokens: a string, several strings, or token ids (`[pos]` or `[batch, pos]`).
+            **kwargs: `layers`, `heads`, `title`.
+        """
+        return cls(*_model_data(model, text_or_tokens), **kwargs)
 
     @classmethod
     def from_cache(
@@ -123,7 +143,7 @@ class AttentionView(VizWidget):
             An AttentionView.
         """
         per_layer = _layers_of(cache)
-        tok_lists: list[list[str]] = [list(tokens)] if tokens and isinstance(tokens[0], str) else [list(x) for x in tokens]
+        tok_lists = per_prompt_tokens(tokens)
         batch = per_layer[0].shape[0]
         if len(tok_lists) != batch:
             raise ValueError(f"tokens has {len(tok_lists)} prompts but the patterns have batch size {batch}")
@@ -135,9 +155,7 @@ class AttentionView(VizWidget):
             # left/right padding: keep the last len(toks) positions when the row is padded on the left
             k = len(toks)
             patterns.append([a[b, :, n - k :, n - k :] if n != k else a[b] for a in per_layer])
-        self = cls.__new__(cls)
-        self._init_from(patterns, tok_lists, layers, heads, title)
-        return self
+        return cls(tok_lists, patterns, layers, heads, title)
 
     def _init_from(self, patterns: list[list[np.ndarray]], tokens: list[list[str]], layers: Any, heads: Any, title: str) -> None:
         n_layers, n_heads = len(patterns[0]), patterns[0][0].shape[0]
@@ -200,24 +218,30 @@ class AttentionView(VizWidget):
         return {"layers": self.layers, "heads": self.heads, "prompts": prompts}
 
 
+def _model_data(model: Any, text_or_tokens: Any) -> tuple[list[list[str]], list[np.ndarray]]:
+    """(tokens per prompt, patterns `[layer, head, q, k]` per prompt) of `model` on each prompt."""
+    prompts = as_prompts(model, text_or_tokens)
+    patterns = [attention_patterns(model, torch.tensor([p.ids]))[:, 0].cpu().numpy() for p in prompts]
+    return [p.tokens for p in prompts], patterns
+
+
+def _ndim(x: Any) -> int:
+    return x.ndim if hasattr(x, "ndim") else 1 + _ndim(x[0]) if isinstance(x, (list, tuple)) and x else 0
+
+
 def _layers_of(cache: Any) -> list[np.ndarray]:
     """Per-layer numpy patterns [batch, head, q, k] from an ActivationCache or a sequence of arrays."""
-    items: list[Any] = []
     if isinstance(cache, (list, tuple)):
         items = list(cache)
+    elif hasattr(cache, "n_layers"):
+        items = [cache["pattern", layer] for layer in range(cache.n_layers) if ("pattern", layer) in cache]
     else:
-        l = 0
-        while True:
-            try:
-                items.append(cache["pattern", l])
-            except (KeyError, IndexError):
-                break
-            l += 1
-        if not items:
-            raise TypeError("cache must be an ActivationCache with cache['pattern', L] or a sequence of per-layer arrays")
+        items = []
+    if not items:
+        raise TypeError("cache must be an ActivationCache with cache['pattern', L] or a sequence of per-layer arrays")
     out = []
     for a in items:
-        arr = a.detach().float().cpu().numpy() if hasattr(a, "detach") else np.asarray(a, dtype=np.float32)
+        arr = as_array(a)
         if arr.ndim == 3:
             arr = arr[None]
         if arr.ndim != 4:

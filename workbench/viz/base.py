@@ -12,7 +12,7 @@ import html
 import json
 import zlib
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import anywidget
 import numpy as np
@@ -30,6 +30,25 @@ def pack(arr: np.ndarray, level: int = 6) -> str:
 def _json_for_script(obj: Any) -> str:
     # "</" would close the <script> element that holds the JSON.
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+
+
+def is_model(x: Any) -> bool:
+    """Whether `x` is a workbench model (the `View(model, text)` shorthand for `View.from_model(model, text)`)."""
+    return hasattr(x, "run_with_cache") and hasattr(x, "config")
+
+
+def as_array(x: Any, dtype: Any = np.float32) -> np.ndarray:
+    """A tensor or array-like as a numpy array (on the CPU)."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def per_prompt_tokens(tokens: Sequence[str] | Sequence[Sequence[str]]) -> list[list[str]]:
+    """Display strings of one prompt (a list of str) or of several (a list of lists) -> one list per prompt."""
+    if isinstance(tokens, str) or not tokens:
+        raise TypeError("tokens must be a non-empty list of display strings (or one such list per prompt)")
+    return [list(tokens)] if isinstance(tokens[0], str) else [list(x) for x in tokens]
 
 
 class VizWidget(anywidget.AnyWidget):

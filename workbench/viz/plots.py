@@ -1,7 +1,7 @@
 """Static matplotlib figures in one style. Each function takes arrays and returns a `Figure`.
 
-Figures are built with `matplotlib.figure.Figure` (not pyplot), so they never touch global state, render
-under any backend (Agg included) and display inline in notebooks.
+Figures come from `workbench.figures.new_figure` (not pyplot), so they never touch global state, render
+under any backend (Agg included) and display as PNG images when a notebook cell returns one.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Any, Callable
 import numpy as np
 from matplotlib import rc_context
 from matplotlib.figure import Figure
+
+from workbench.figures import new_figure
 
 #: The shared look: colours match the widgets (blue = attention/positive, orange = highlight).
 STYLE = {
@@ -45,12 +47,6 @@ def _styled(fn: Callable[..., Figure]) -> Callable[..., Figure]:
     return wrapper
 
 
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    fig.add_subplot()
-    return fig
-
-
 def _short(tokens: Sequence[str]) -> list[str]:
     return [t.replace("\n", "\\n").replace(" ", "\u00b7")[:12] for t in tokens]
 
@@ -72,7 +68,7 @@ def plot_residual_norms(norms: Any, labels: Sequence[str] | None = None, title: 
     labels = list(labels) if labels is not None else ["embed"] + [f"L{i}" for i in range(a.shape[0] - 1)]
     if len(labels) != a.shape[0]:
         raise ValueError(f"{len(labels)} labels for {a.shape[0]} layers")
-    fig = _figure(max(4.0, 0.35 * len(labels) + 2), 3.0)
+    fig = new_figure(max(4.0, 0.35 * len(labels) + 2), 3.0)
     ax = fig.axes[0]
     x = np.arange(a.shape[0])
     mean = a if a.ndim == 1 else a.mean(1)
@@ -103,7 +99,7 @@ def plot_logit_diff_contributions(attn: Any, mlp: Any, total: float | None = Non
     a, m = _arr(attn, 1, "attn"), _arr(mlp, 1, "mlp")
     if a.shape != m.shape:
         raise ValueError(f"attn and mlp must have the same length, got {a.shape} and {m.shape}")
-    fig = _figure(max(4.0, 0.5 * len(a) + 2), 3.0)
+    fig = new_figure(max(4.0, 0.5 * len(a) + 2), 3.0)
     ax = fig.axes[0]
     x = np.arange(len(a))
     ax.bar(x - 0.2, a, 0.4, color=BLUE, label="attn")
@@ -119,7 +115,7 @@ def plot_logit_diff_contributions(attn: Any, mlp: Any, total: float | None = Non
 
 def _heatmap(scores: np.ndarray, xlabel: str, ylabel: str, title: str, cbar: str, diverging: bool, xticks: Sequence[str] | None, ylabels: Sequence[str] | None = None) -> Figure:
     rows, cols = scores.shape
-    fig = _figure(min(14.0, max(4.0, 0.32 * cols + 2.2)), min(10.0, max(2.8, 0.3 * rows + 1.4)))
+    fig = new_figure(min(14.0, max(4.0, 0.32 * cols + 2.2)), min(10.0, max(2.8, 0.3 * rows + 1.4)))
     ax = fig.axes[0]
     if diverging:
         lim = float(np.nanmax(np.abs(scores))) or 1.0
@@ -196,7 +192,7 @@ def plot_token_loss(tokens: Sequence[str], losses: Any, title: str = "Per-token 
     v = _arr(losses, 1, "losses")
     if len(tokens) != len(v):
         raise ValueError(f"{len(tokens)} tokens for {len(v)} losses")
-    fig = _figure(min(14.0, max(4.0, 0.3 * len(v) + 1.5)), 3.0)
+    fig = new_figure(min(14.0, max(4.0, 0.3 * len(v) + 1.5)), 3.0)
     ax = fig.axes[0]
     x = np.arange(len(v))
     ax.bar(x, v, color=BLUE, width=0.8)

@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 import traitlets as t
 
-from workbench.viz import data as D
-from workbench.viz.base import VizWidget
+from workbench.analysis import component_logit_attribution, mlp_activations, per_token_loss
+from workbench.inputs import as_prompts
+from workbench.viz.base import VizWidget, as_array, is_model, per_prompt_tokens
 
 KINDS = ("loss", "neuron", "dla")
 
@@ -24,15 +26,20 @@ class TokenView(VizWidget):
     Values: `"loss"` (cross-entropy of each token given the ones before it), an MLP neuron's activation
     (`kind="neuron"`, `layer`, `neuron`), or a component's direct logit attribution to the actual next token
     (`kind="dla"`, `component` such as `"L3.attn"`, `"L3.mlp"`, `"embed"`). For a neuron the view also lists its
-    top-activating examples over `examples`.
+    top-activating examples over the example texts.
 
     Args:
-        model: a GPT-NeoX model with `.tokenizer`.
-        texts: a string or several strings (or token ids).
+        tokens: display strings of one text, or one list per text.
+        loss: per text `[pos]`, the loss of each token (NaN for the first).
+        activations: per text `[layers, pos, d_mlp]` MLP activations.
+        dla: per text `[components, pos]` direct logit attributions to the next token (NaN at the last).
+        components: the labels of `dla`'s rows (`embed`, `L0.attn`, `L0.mlp`, ...).
+        example_tokens, example_activations: texts searched for a neuron's top activations (default: these).
         kind, layer, neuron, component: the initial value shown.
-        examples: texts searched for a neuron's top activations (default: `texts`).
         neurons: extra (layer, neuron) pairs to precompute for the standalone page.
         k: how many top examples; window: tokens of context before the top token.
+
+    `TokenView(model, texts, ..., examples=texts)` is shorthand for `TokenView.from_model(...)`.
     """
 
     _entry = "token_view.js"
@@ -51,34 +58,38 @@ class TokenView(VizWidget):
 
     def __init__(
         self,
-        model: Any,
-        texts: Any,
+        tokens: Any,
+        loss: Any = None,
+        activations: Any = None,
+        dla: Any = None,
+        components: Sequence[str] | None = None,
+        example_tokens: Any = None,
+        example_activations: Any = None,
         kind: str = "loss",
         layer: int = 0,
         neuron: int = 0,
         component: str | None = None,
-        examples: Any = None,
         neurons: Sequence[tuple[int, int]] = (),
         k: int = 8,
         window: int = 8,
         title: str = "",
+        examples: Any = None,
     ) -> None:
-        self._prompts = D.to_prompts(model, texts)
-        self._examples = self._prompts if examples is None else D.to_prompts(model, examples)
+        if is_model(tokens):
+            data = _model_data(tokens, loss, examples)
+            tokens, loss, activations, dla, components, example_tokens, example_activations = data
+        token_lists = per_prompt_tokens(tokens)
+        n = len(token_lists)
+        self._loss = _per_text(loss, n, "loss", lambda i: np.full(len(token_lists[i]), np.nan))
+        self._post = _per_text(activations, n, "activations", None, np.float16)  # [L, pos, d_mlp] each
+        self._dla = _per_text(dla, n, "dla", None, np.float64)  # [c, pos] each
+        self._ex_tokens = token_lists if example_tokens is None else per_prompt_tokens(example_tokens)
+        self._ex_post = self._post if example_activations is None else _per_text(
+            example_activations, len(self._ex_tokens), "example_activations", None, np.float16)
+        labels = list(components) if components is not None else []
+        if len(labels) != self._dla[0].shape[0]:
+            raise ValueError(f"{len(labels)} component labels for dla with {self._dla[0].shape[0]} rows")
         self._k, self._window = k, window
-        self._loss, self._post, self._dla = [], [], []
-        labels: list[str] = []
-        for p in self._prompts:
-            loss = D.per_token_loss(model, p.ids)
-            self._loss.append(np.concatenate([[np.nan], loss]))  # token t's loss given tokens < t
-            self._post.append(D.mlp_post(model, p.ids).astype(np.float16))  # [L, pos, d_mlp]
-            nxt = p.ids[1:] + [p.ids[-1]]
-            contrib, labels = D.direct_logit_attribution(model, p.ids, D.unembed_directions(model, nxt))
-            contrib[:, -1] = np.nan  # the last position has no next token
-            self._dla.append(contrib)
-        self._ex_post = (
-            self._post if examples is None else [D.mlp_post(model, p.ids).astype(np.float16) for p in self._examples]
-        )
         n_layers, d_mlp = self._post[0].shape[0], self._post[0].shape[2]
         self._extra = [(int(l), int(n)) for l, n in neurons]
         component = labels[-1] if component is None else component
@@ -86,9 +97,23 @@ class TokenView(VizWidget):
         for l, n in self._extra:
             self._check("neuron", l, n, component, n_layers, d_mlp, labels)
         super().__init__(
-            texts=[{"tokens": p.tokens} for p in self._prompts], kind=kind, layer=layer, neuron=neuron, component=component,
+            texts=[{"tokens": tk} for tk in token_lists], kind=kind, layer=layer, neuron=neuron, component=component,
             components=labels, n_layers=n_layers, d_mlp=d_mlp, title=title,
         )  # fmt: skip
+
+    @classmethod
+    def from_model(cls, model: Any, texts: Any, examples: Any = None, **kwargs: Any) -> "TokenView":
+        """Loss, MLP activations and direct logit attributions of `model` on each text, from `workbench.analysis`
+        (`per_token_loss`, `mlp_activations`, `component_logit_attribution`: through the hook system, so
+        under active hooks).
+
+        Args:
+            model: a workbench causal LM with `.tokenizer`.
+            texts: a string or several strings (or token ids).
+            examples: texts searched for a neuron's top activations (default: `texts`).
+            **kwargs: `kind`, `layer`, `neuron`, `component`, `neurons`, `k`, `window`, `title`.
+        """
+        return cls(model, texts, examples=examples, **kwargs)
 
     @staticmethod
     def _check(kind: str, layer: int, neuron: int, component: str, n_layers: int, d_mlp: int, labels: list[str]) -> None:
@@ -121,7 +146,7 @@ class TokenView(VizWidget):
             self._check("neuron", layer, neuron, self.components[0], self.n_layers, self.d_mlp, self.components)
             vals = [p[layer, :, neuron].astype(np.float64) for p in self._post]
             out.update(label=f"L{layer} neuron {neuron}", diverging=True, examples=self.top_examples(layer, neuron))
-            out["n_example_texts"] = len(self._examples)
+            out["n_example_texts"] = len(self._ex_tokens)
         elif key.startswith("dla:"):
             comp = key[4:]
             if comp not in self.components:
@@ -149,10 +174,10 @@ class TokenView(VizWidget):
         cands.sort(key=lambda c: -c[0])
         out = []
         for score, ti, pos in cands[: self._k]:
-            lo, hi = max(0, pos - self._window), min(len(self._examples[ti].ids), pos + 3)
+            lo, hi = max(0, pos - self._window), min(len(self._ex_tokens[ti]), pos + 3)
             acts = self._ex_post[ti][layer, lo:hi, neuron].astype(np.float64)
             out.append({
-                "score": score, "text": ti, "pos": pos, "tokens": self._examples[ti].tokens[lo:hi],
+                "score": score, "text": ti, "pos": pos, "tokens": self._ex_tokens[ti][lo:hi],
                 "values": _nan_to_none(acts), "center": pos - lo,
             })  # fmt: skip
         return out
@@ -174,3 +199,40 @@ class TokenView(VizWidget):
     def _static_payload(self, max_bytes: int) -> dict[str, Any]:
         keys = ["loss"] + [f"dla:{c}" for c in self.components] + [f"neuron:{l}:{n}" for l, n in self._neurons_for_page()]
         return {"values": {k: self.values(k) for k in keys}}
+
+
+def _per_text(values: Any, n: int, what: str, default: Any = None, dtype: Any = np.float64) -> list[np.ndarray]:
+    """One array per text from a list of arrays (or, for one text, a single array)."""
+    if values is None:
+        if default is None:
+            raise ValueError(f"{what} is required")
+        return [default(i) for i in range(n)]
+    items = [values] if n == 1 and not isinstance(values, (list, tuple)) else list(values)
+    if len(items) != n:
+        raise ValueError(f"{what} has {len(items)} entries for {n} texts")
+    return [as_array(v, dtype) for v in items]
+
+
+def _component_label(label: str) -> str:
+    """`analysis` labels -> the view's: `0_attn_out` -> `L0.attn`, `3_mlp_out` -> `L3.mlp`, `embed` stays."""
+    if label == "embed":
+        return label
+    layer, kind = label.split("_", 1)
+    return f"L{layer}.{kind.removesuffix('_out')}"
+
+
+def _model_data(model: Any, texts: Any, examples: Any) -> tuple:
+    """(tokens, loss, activations, dla, components, example tokens, example activations) of `model`."""
+    prompts = as_prompts(model, texts)
+    loss, post, dla, labels = [], [], [], []
+    for p in prompts:
+        ids = torch.tensor([p.ids])
+        step = per_token_loss(model, ids)[0][0].cpu().numpy() if len(p.ids) > 1 else np.zeros(0)
+        loss.append(np.concatenate([[np.nan], step]))  # token t's loss given tokens < t
+        post.append(mlp_activations(model, ids)[:, 0])  # [L, pos, d_mlp]
+        attrs, labels, _ = component_logit_attribution(model, ids)  # next-token logits; NaN at the last position
+        dla.append(attrs[:, 0])
+    examples = prompts if examples is None else as_prompts(model, examples)
+    ex_post = post if examples is prompts else [mlp_activations(model, torch.tensor([p.ids]))[:, 0] for p in examples]
+    return ([p.tokens for p in prompts], loss, post, dla, [_component_label(l) for l in labels],
+            [p.tokens for p in examples], ex_post)

@@ -1,6 +1,7 @@
-"""Export a finished training run as the embedded demo: HF files, loss curve, and a README model card.
+"""The model card: export a finished run as a self-describing HF directory (the embedded demo is one).
 
-    python -m workbench.data.card runs/demo workbench/demo
+    workbench train --recipe demo --out runs/demo --export workbench/demo
+    python -m workbench.training.card runs/demo workbench/demo     # the same, without resuming the run
 
 Everything in the card is measured here, from the run's `log.csv` and the exported weights, so the card
 cannot drift from the checkpoint it describes.
@@ -8,7 +9,6 @@ cannot drift from the checkpoint it describes.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -16,6 +16,14 @@ import sys
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer
+
+from ..generation import generate
+from ..model import GPTNeoXForCausalLM
+from .checkpointing import FINAL_DIR, LOG, TOKENIZER_DIR, load_run_config, read_log_rows
+from .data import prepare_data
+from .evaluation import evaluate_lm
+from .recipes import DataConfig, TrainConfig
 
 EXPORTED_FILES = (
     "config.json",
@@ -30,28 +38,28 @@ SAMPLE_PROMPTS = ("In the beginning", "And Jesus said unto them,", "The LORD is 
 
 def read_log(path: str | os.PathLike) -> list[dict[str, float | str | None]]:
     """Rows of a run's `log.csv`; numeric columns as floats, empty cells as None."""
-    rows = []
-    with Path(path).open(newline="") as f:
-        for raw in csv.DictReader(f):
-            row: dict[str, float | str | None] = {}
-            for key, value in raw.items():
-                if value in ("", None):
-                    row[key] = None
-                else:
-                    try:
-                        row[key] = float(value)
-                    except ValueError:
-                        row[key] = value
-            rows.append(row)
-    return rows
+    return [{key: _number(value) for key, value in row.items()} for row in read_log_rows(Path(path))]
+
+
+def _number(value: str | None) -> float | str | None:
+    if value in ("", None):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def plot_loss_curve(rows: list[dict], unigram: float, path: Path) -> None:
-    """Training loss (raw and smoothed), validation loss, unigram baseline; best induction score and copy loss ratio."""
-    import matplotlib
+    """Save the training plot to `path` (PNG).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Top: training loss (raw and EMA-smoothed), validation loss, unigram baseline. Bottom: best induction
+    score and copy loss ratio at each evaluation.
+
+    Args:
+        rows: `read_log` rows. unigram: the unigram baseline in nats/token.
+    """
+    from ..figures import new_figure  # matplotlib: only when a card is written
 
     steps = [r["step"] for r in rows]
     losses = [r["loss"] for r in rows]
@@ -60,7 +68,8 @@ def plot_loss_curve(rows: list[dict], unigram: float, path: Path) -> None:
         ema = loss if ema is None else 0.97 * ema + 0.03 * loss
         smooth.append(ema)
     evals = [r for r in rows if r.get("val_loss") is not None]
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=[2, 1])
+    fig = new_figure(7, 6, nrows=2, ncols=1, sharex=True, height_ratios=[2, 1])
+    ax, ax2 = fig.axes
     ax.plot(steps, losses, color="tab:blue", alpha=0.2, lw=0.8, label="train loss, all row kinds (per step)")
     ax.plot(steps, smooth, color="tab:blue", lw=1.5, label="train loss (EMA 0.97)")
     ax.plot([r["step"] for r in evals], [r["val_loss"] for r in evals], "o-", color="tab:orange", label="validation loss")
@@ -78,26 +87,26 @@ def plot_loss_curve(rows: list[dict], unigram: float, path: Path) -> None:
     ax2.set_ylim(0, 1.05)
     ax2.legend(loc="center left", fontsize=8)
     ax2.set_xlabel("step")
-    fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
-@torch.no_grad()
-def sample(model: torch.nn.Module, tok, prompt: str, new_tokens: int = 40, temperature: float = 0.0, seed: int = 0) -> str:
-    """Continue `prompt` greedily (temperature 0) or by seeded sampling; no cache needed at this size."""
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.tensor([tok.encode(prompt).ids])
-    for _ in range(new_tokens):
-        logits = model(ids[:, -model.config.max_position_embeddings :]).logits[0, -1].float()  # [vocab]
-        if temperature <= 0:
-            nxt = int(logits.argmax())
-        else:
-            nxt = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen))
-        if nxt == 0:  # <|endoftext|>
-            break
-        ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
-    return tok.decode(ids[0].tolist())
+def sample(
+    model: torch.nn.Module, tok: Tokenizer, prompt: str, new_tokens: int = 40, temperature: float = 0.0, seed: int = 0
+) -> str:
+    """Continue `prompt` with `workbench.generation.generate`: greedily (temperature 0) or by seeded sampling.
+
+    Args:
+        tok: the run's `tokenizers.Tokenizer`.
+        new_tokens: at most this many tokens; generation stops early at `<|endoftext|>`.
+
+    Returns:
+        prompt + continuation, special tokens dropped.
+    """
+    ids = torch.tensor([tok.encode(prompt).ids])  # [1, prompt]
+    sampled = temperature > 0
+    out = generate(model, ids, max_new_tokens=new_tokens, do_sample=sampled, temperature=temperature if sampled else 1.0,
+                   seed=seed)  # fmt: skip
+    return tok.decode(out[0].tolist())  # skips special tokens: an ending <|endoftext|> is not shown
 
 
 def export_demo(run_dir: str | os.PathLike, dest: str | os.PathLike) -> dict:
@@ -113,29 +122,25 @@ def export_demo(run_dir: str | os.PathLike, dest: str | os.PathLike) -> dict:
     Raises:
         FileNotFoundError: the run has no `final/` directory (training not finished).
     """
-    from tokenizers import Tokenizer
-
-    from ..analysis.heads import head_detector_table, repeated_sequence_losses
-    from ..model import GPTNeoXForCausalLM
-    from ..train import evaluate_lm, load_run_config, prepare_data
+    from ..analysis.heads import head_detector_table, repeated_sequence_losses  # pandas: only when exporting
 
     run, out = Path(run_dir), Path(dest)
-    final = run / "final"
+    final = run / FINAL_DIR
     if not (final / "model.safetensors").is_file():
         raise FileNotFoundError(f"{final} has no model.safetensors: finish training first")
     out.mkdir(parents=True, exist_ok=True)
     for name in EXPORTED_FILES:
         if (final / name).is_file():
             shutil.copyfile(final / name, out / name)  # not copy2: keep default permissions, not 0600
-    shutil.copyfile(run / "log.csv", out / "training_log.csv")
+    shutil.copyfile(run / LOG, out / "training_log.csv")
 
     model_cfg, train_cfg, data_cfg = load_run_config(run)
-    data = prepare_data(data_cfg, train_cfg.seq_len, int(model_cfg["vocab_size"]), run / "tokenizer")
+    data = prepare_data(data_cfg, train_cfg.seq_len, int(model_cfg["vocab_size"]), run / TOKENIZER_DIR)
     model = GPTNeoXForCausalLM.from_pretrained(out, attn_implementation="eager").eval()
     val_nats, val_bpb = evaluate_lm(model, data.val_rows, data.byte_lengths)
     heads = head_detector_table(model, batch=8, seq_len=50, seed=0)
     first, second = repeated_sequence_losses(model, batch=8, seq_len=50, seed=0)
-    rows = read_log(run / "log.csv")
+    rows = read_log(run / LOG)
     plot_loss_curve(rows, data.unigram_nats, out / "loss_curve.png")
     tok = Tokenizer.from_file(str(out / "tokenizer.json"))
     samples = [(p, sample(model, tok, p), sample(model, tok, p, temperature=0.8, seed=i)) for i, p in enumerate(SAMPLE_PROMPTS)]
@@ -162,7 +167,7 @@ def export_demo(run_dir: str | os.PathLike, dest: str | os.PathLike) -> dict:
     return metrics
 
 
-def _phase_table(data_cfg, rows: list[dict]) -> str:
+def _phase_table(data_cfg: DataConfig, rows: list[dict]) -> str:
     """Markdown table of the row mix in each training phase and the last evaluation before the next phase."""
     phases = data_cfg.mix_phases()
     evals = [r for r in rows if r.get("val_loss") is not None]
@@ -181,7 +186,11 @@ def _phase_table(data_cfg, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _card(metrics: dict, heads, samples, model_cfg: dict, train_cfg, data_cfg, rows: list[dict]) -> str:
+def _card(
+    metrics: dict, heads, samples: list[tuple[str, str, str]], model_cfg: dict, train_cfg: TrainConfig,
+    data_cfg: DataConfig, rows: list[dict],
+) -> str:
+    """The README text: one Markdown template (hence its length) filled with the measured values."""
     m = metrics
     mix = data_cfg.mix
     table = heads.pivot_table(index=["layer", "head"], columns="detector", values="score").reset_index()
@@ -208,7 +217,7 @@ A {m['parameters'] / 1e6:.2f} M-parameter Pythia-style GPT-NeoX ({model_cfg['num
 {model_cfg['hidden_size']}, {model_cfg['num_attention_heads']} heads, trained on {train_cfg.seq_len}-token rows,
 `max_position_embeddings` {model_cfg['max_position_embeddings']}: rotary needs no position table, but expect quality to
 fall beyond the trained length;
-vocabulary {model_cfg['vocab_size']}) trained from scratch by `workbench.train` on the King James Bible, so that
+vocabulary {model_cfg['vocab_size']}) trained from scratch by `workbench.training` on the King James Bible, so that
 notebooks, widgets, evals and tests have a small *trained* model with real circuits (previous-token and induction
 heads) that loads offline. It is a toy: it writes KJV-flavoured English and copies repeated text, nothing more.
 
@@ -250,7 +259,7 @@ Loads with the workbench (`workbench.load("demo")`) and with transformers
 ## Training
 
 `workbench train --recipe demo --out runs/demo --threads 2` (resumable: rerun the same command after an interruption),
-then `workbench train --recipe demo --out runs/demo --export workbench/demo` (or `python -m workbench.data.card runs/demo workbench/demo`).
+then `workbench train --recipe demo --out runs/demo --export workbench/demo` (or `python -m workbench.training.card runs/demo workbench/demo`).
 
 | setting | value |
 | --- | --- |
@@ -308,5 +317,5 @@ of real language models.
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        raise SystemExit("usage: python -m workbench.data.card RUN_DIR DEST_DIR")
+        raise SystemExit("usage: python -m workbench.training.card RUN_DIR DEST_DIR")
     print(json.dumps(export_demo(sys.argv[1], sys.argv[2]), indent=2))

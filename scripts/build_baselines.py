@@ -14,11 +14,14 @@ Two outputs:
 - the Pythia learning curves (``baselines_curves.csv.gz``): every evaluated checkpoint of every Pythia
   size (standard and deduplicated), zero- and five-shot, on the headline tasks and the MMLU aggregate.
 
-Run ``python bench/make_baselines.py`` to regenerate both after a change to the raw data.
+Run it to regenerate both after a change to the raw data (the package installed, e.g. ``pip install -e .``)::
+
+    python scripts/build_baselines.py [--source DIR] [--mmlu DIR]
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -29,8 +32,10 @@ from typing import Iterator
 
 import pandas as pd
 
-COLUMNS = ["model", "family", "params", "task", "metric", "num_fewshot", "value", "stderr", "step", "source", "note"]
-CURVE_COLUMNS = ["model", "task", "metric", "num_fewshot", "step", "value", "stderr", "source"]
+from workbench.evals import baselines
+from workbench.evals.baselines import BASELINES_CSV, COLUMNS, CURVE_COLUMNS, CURVES_CSV
+
+REPO = Path(__file__).resolve().parents[1]
 
 PYTHIA_REPO = "EleutherAI/pythia@a19eecb807ec2c79a39ebf18108816e6ffffc1d5 evals/"
 PYTHIA_FINAL_STEP = 143000
@@ -398,3 +403,39 @@ def write_tables(table: pd.DataFrame, curves: pd.DataFrame, table_path: Path, cu
     text = curves.to_csv(index=False, float_format="%.10g", lineterminator="\n")
     with open(curves_path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
         f.write(text.encode("utf-8"))
+
+
+def regenerate(baselines_dir: str | Path, mmlu_dir: str | Path | None = None,
+               table_path: str | Path = BASELINES_CSV, curves_path: str | Path = CURVES_CSV) -> tuple[Path, Path]:
+    """Rebuild ``baselines.csv`` and ``baselines_curves.csv.gz`` from the raw published figures.
+
+    Args:
+        baselines_dir: ``../shared/data/baselines``.
+        mmlu_dir: MMLU data for the subject sizes (default ``<baselines_dir>/../evals/mmlu``).
+        table_path, curves_path: where to write (default: the package's tables).
+
+    Returns:
+        The two paths written.
+    """
+    table, curves = build_tables(Path(baselines_dir), None if mmlu_dir is None else Path(mmlu_dir))
+    write_tables(table, curves, Path(table_path), Path(curves_path))
+    baselines.reload_tables()
+    return Path(table_path), Path(curves_path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Regenerate workbench/evals/baselines.csv and "
+                                     "baselines_curves.csv.gz from ../shared/data/baselines.")
+    parser.add_argument("--source", type=Path, default=REPO.parent / "shared" / "data" / "baselines",
+                        help="folder with SOURCES.md, the published CSVs and pythia-v1/")
+    parser.add_argument("--mmlu", type=Path, default=None, help="MMLU data folder (default: SOURCE/../evals/mmlu)")
+    args = parser.parse_args(argv)
+    table_path, curves_path = regenerate(args.source, args.mmlu)
+    table, curves = baselines.load_baselines(), baselines.load_learning_curves()
+    for path, frame in ((table_path, table), (curves_path, curves)):
+        print(f"{path}: {len(frame)} rows, {path.stat().st_size / 1024:.0f} KiB")
+    print(table.groupby("family")["model"].nunique().to_string())
+
+
+if __name__ == "__main__":
+    main()
