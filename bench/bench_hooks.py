@@ -4,7 +4,8 @@ Ratios against a plain forward, measured three ways:
 - `bare`: this model with every HookPoint swapped for a plain function (no module call at all);
 - `transformers`: transformers' GPTNeoXForCausalLM (sdpa) holding the same weights;
 - TransformerLens 4.x (`TransformerBridge` over that transformers model, eager attention as it forces).
-Also the memory of a full cache against a filtered one (bytes stored, and peak RSS growth during the call).
+Also the memory of a full cache against a filtered one: bytes by unique storage (what the cache really holds; an
+entry that views another's storage counts once, on both sides), the sum over entries, and peak RSS growth.
 
     python bench/bench_hooks.py [--repeats 3] [--threads 1] [--out bench/results/hooks.json]
 """
@@ -23,7 +24,7 @@ import psutil
 import torch
 
 from workbench import GPTNeoXConfig, GPTNeoXForCausalLM
-from workbench.hooks import HookPoint
+from workbench.hook_points import HookPoint
 
 PYTHIA_160M = dict(vocab_size=50304, hidden_size=768, num_attention_heads=12, num_hidden_layers=12,
                    intermediate_size=3072, rotary_pct=0.25, max_position_embeddings=2048, use_parallel_residual=True)
@@ -55,6 +56,16 @@ def restore(swapped: list) -> None:
     for owner, name, child in swapped:
         object.__delattr__(owner, name)
         owner._modules[name] = child
+
+
+def unique_storage_bytes(tensors) -> int:
+    """Bytes of memory the tensors hold: each underlying storage counted once (TransformerLens's alias entries
+    share storage with the hooks they alias, and q/k/v are views of one qkv output)."""
+    storages = {}
+    for t in tensors:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
 
 
 def peak_rss_growth(fn) -> tuple[float, int]:
@@ -149,12 +160,15 @@ def main() -> None:
                 peaks[name].append(peak)
         _, full = model.run_with_cache(ids)
         _, some = model.run_with_cache(ids, names_filter=filtered)
-        full_bytes, some_bytes, n_full = full.nbytes(), some.nbytes(), len(full)
+        full_bytes, some_bytes, n_full = unique_storage_bytes(full.values()), some.nbytes(), len(full)
+        full_entry_bytes = full.nbytes()
         del full, some
-        tl_full_bytes = None
+        tl_full_bytes = tl_entry_bytes = None
         if bridge is not None:
             _, tl_full = bridge.run_with_cache(ids)
-            tl_full_bytes = sum(t.numel() * t.element_size() for t in tl_full.cache_dict.values())
+            tl_full_bytes = unique_storage_bytes(tl_full.cache_dict.values())
+            tl_entry_bytes = sum(t.numel() * t.element_size() for t in tl_full.cache_dict.values())
+            tl_entries = len(tl_full.cache_dict)
             del tl_full
 
     med = {name: statistics.median(v) for name, v in times.items()}
@@ -168,14 +182,16 @@ def main() -> None:
         "hooks_no_hooks_over_bare": plain / bare,
         "hooks_no_hooks_over_transformers": plain / med["transformers forward (sdpa)"],
         "run_with_cache_all_over_plain": med["workbench run_with_cache(), all"] / plain,
-        "cache_full_mb": full_bytes / 2**20, "cache_filtered_mb": some_bytes / 2**20, "cache_full_entries": n_full,
+        "cache_full_mb": full_bytes / 2**20, "cache_full_entries_mb": full_entry_bytes / 2**20,
+        "cache_filtered_mb": some_bytes / 2**20, "cache_full_entries": n_full,
     }
     if bridge is not None:
         tl_plain = med["transformer-lens forward"]
         summary.update({
             "tl_run_with_cache_all_over_tl_forward": med["transformer-lens run_with_cache(), all"] / tl_plain,
             "tl_run_with_cache_all_over_workbench_plain": med["transformer-lens run_with_cache(), all"] / plain,
-            "tl_cache_full_mb": tl_full_bytes / 2**20,
+            "tl_cache_full_mb": tl_full_bytes / 2**20, "tl_cache_full_entries_mb": tl_entry_bytes / 2**20,
+            "tl_cache_full_entries": tl_entries,
         })
     print(f"Pythia-160m-shaped random model, CPU fp32, batch {args.batch} x {args.pos}, "
           f"{args.threads} thread(s), median of {args.repeats}")

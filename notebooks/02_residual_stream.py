@@ -30,10 +30,10 @@
 # %%
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 
 import workbench
 from workbench.analysis import direct_logit_attribution
+from workbench.figures import new_figure
 from workbench.viz import plot_logit_diff_contributions, plot_patching_layer_head, plot_residual_norms
 
 torch.set_grad_enabled(False)
@@ -79,8 +79,8 @@ assert logit_diff > 0
 acc, acc_labels = cache.accumulated_resid(apply_ln=True, pos_slice=-1, return_labels=True)   # [layers + 1, batch, d]
 acc_diff = cache.project_to_logits(acc, answer_id, wrong_id)[:, 0]                             # [layers + 1]
 
-fig = Figure(figsize=(5, 2.8), layout="constrained")
-ax = fig.add_subplot()
+fig = new_figure(5, 2.8)  # a PNG when it is the cell's value
+ax = fig.axes[0]
 ax.plot(acc_labels, acc_diff.numpy(), marker="o")
 ax.axhline(0, color="grey", lw=0.8)
 ax.set_xlabel("residual stream before ...")

@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from huggingface_hub.constants import HF_HUB_OFFLINE
 
@@ -42,6 +43,10 @@ from workbench.evals.baselines import load_baselines
 from workbench.evals.lm_eval_results import from_lm_eval
 from workbench.evals.tasks import default_data_dir, get_tasks
 from workbench.hub import hub_reachable
+
+# 4 significant digits: a column holding a perplexity (1e7 for the demo) and accuracies otherwise prints in
+# scientific notation (1.500000e-01)
+pd.set_option("display.float_format", "{:.4g}".format)
 
 TASKS = ["lambada_openai", "arc_easy", "winogrande"]
 LIMIT = 40                  # documents per task: enough to see the workflow on a CPU in seconds
@@ -88,7 +93,7 @@ elif SOURCE == "hub":
     out = lm_eval.simple_evaluate(model=WorkbenchLM(pretrained=model), tasks=TASKS, num_fewshot=0, limit=LIMIT)
     results = from_lm_eval(out, model, name="demo")
 if results is not None:
-    display(results.table().round(4))
+    display(results.table())
 
 # %%
 # check: sane accuracies, every document evaluated, and the aggregate is the mean of the per-document scores
@@ -126,7 +131,7 @@ display(baselines[baselines["task"] == "lambada_openai"].head(6)[["model", "para
 comparison = None
 if results is not None:
     comparison = results.compare(families=["gpt3", "gpt-neox", "pythia"])
-    display(comparison.round(3))
+    display(comparison)
 
 # %%
 if results is not None:

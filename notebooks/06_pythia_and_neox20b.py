@@ -33,10 +33,10 @@ import importlib.util
 import pandas as pd
 import torch
 from huggingface_hub.constants import HF_HUB_OFFLINE
-from matplotlib.figure import Figure
 
 import workbench
 from workbench.analysis import head_detector_table, repeated_sequence_losses
+from workbench.figures import new_figure
 from workbench.hub import HubUnavailableError, hub_reachable
 
 torch.set_grad_enabled(False)
@@ -107,8 +107,8 @@ curve = None
 if log_file.is_file():
     log = pd.read_csv(log_file)
     curve = log.dropna(subset=["induction_max"])[["step", "val_loss", "induction_max", "induction_head"]]
-    fig = Figure(figsize=(6, 2.8), layout="constrained")
-    ax = fig.add_subplot()
+    fig = new_figure(6, 2.8)  # a PNG when it is the cell's value
+    ax = fig.axes[0]
     ax.plot(curve["step"], curve["induction_max"], marker=".", label="best induction score")
     ax2 = ax.twinx()
     ax2.plot(curve["step"], curve["val_loss"], color="#e66101", label="validation loss")
@@ -154,8 +154,8 @@ if HUB:
     final = pythia_report.loc["step143000"]
     layer, head = (int(x) for x in final["induction head"][1:].split("H"))
     across = head_scores(pythia, layer, head)
-    fig = Figure(figsize=(6, 2.8), layout="constrained")
-    ax = fig.add_subplot()
+    fig = new_figure(6, 2.8)  # a PNG when it is the cell's value
+    ax = fig.axes[0]
     steps = [int(r.removeprefix("step")) for r in across.index]
     for detector in across.columns:
         ax.plot(steps, across[detector], marker="o", label=detector)

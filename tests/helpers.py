@@ -98,6 +98,18 @@ def build_tiny_checkpoint(out: Path, tokenizer_file: Path) -> Path:
     return out
 
 
+def lm_eval_tasks(include_path: str | Path, names: list[str]) -> dict:
+    """lm-eval's Task objects by name, from the YAMLs in `include_path` (lm-eval's own tasks left out)."""
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=str(include_path), include_defaults=False)
+    if hasattr(manager, "load"):  # newer lm-eval, which deprecates get_task_dict
+        return manager.load(names)["tasks"]
+    from lm_eval.tasks import get_task_dict
+
+    return get_task_dict(names, manager)
+
+
 # ---- the browser ------------------------------------------------------------------------------------
 CHROMIUM = Path(os.environ.get("WORKBENCH_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

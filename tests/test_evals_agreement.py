@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import lm_eval_tasks
+
 lm_eval = pytest.importorskip("lm_eval")
 transformers = pytest.importorskip("transformers")
 
@@ -99,12 +101,9 @@ def _compare(ours, theirs: dict, tasks: list[str], shots: int, data_dir: Path) -
 
 def test_fewshot_prompts_equal_lm_eval_requests(data_dir, yaml_dir):
     """Every request string (few-shot sampling with seed 1234, delimiters, descriptions) equals lm-eval's."""
-    from lm_eval.tasks import TaskManager, get_task_dict
-
     from workbench.evals.tasks import get_tasks
 
-    tm = TaskManager(include_path=str(yaml_dir), include_defaults=False)
-    theirs = get_task_dict(["wb_" + t for t in FIVE_SHOT_PROMPTS], tm)
+    theirs = lm_eval_tasks(yaml_dir, ["wb_" + t for t in FIVE_SHOT_PROMPTS])
     for name, task in zip(FIVE_SHOT_PROMPTS, get_tasks(FIVE_SHOT_PROMPTS, data_dir)):
         lm_task = theirs["wb_" + name]
         lm_task.set_config(key="num_fewshot", value=5)  # as simple_evaluate does

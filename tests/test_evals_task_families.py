@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import workbench.evals.tasks as tasks_package
+from tests.helpers import lm_eval_tasks
 from workbench.evals.tasks import registry
 
 datasets = pytest.importorskip("datasets")
@@ -114,8 +115,6 @@ def _theirs(lm_task, shots: int) -> dict[int, list[tuple]]:
 
 @pytest.mark.parametrize("shots", [0, 2])
 def test_each_familys_lm_eval_template_builds_our_requests(fake_hub, tmp_path, shots):
-    from lm_eval.tasks import TaskManager, get_task_dict
-
     from workbench.evals.harness import export_lm_eval_tasks
 
     specs = family_specs()
@@ -124,7 +123,7 @@ def test_each_familys_lm_eval_template_builds_our_requests(fake_hub, tmp_path, s
     empty.mkdir()
     exported = export_lm_eval_tasks(names, tmp_path / "yaml", data_dir=empty)
     assert exported == ["wb_" + n for n in names]
-    theirs = get_task_dict(exported, TaskManager(include_path=str(tmp_path / "yaml"), include_defaults=False))
+    theirs = lm_eval_tasks(tmp_path / "yaml", exported)
     for spec in specs:
         task = spec.build(empty)
         ours = [[(c, x["until"] if isinstance(x, dict) else x) for c, x in reqs] for reqs in _ours(task, shots)]
@@ -157,7 +156,6 @@ SPECS = [
 
 def test_a_new_family_is_one_file(tmp_path, monkeypatch, model_dir):
     import workbench
-    from lm_eval.tasks import TaskManager, get_task_dict
 
     from workbench.evals import evaluate
     from workbench.evals.harness import export_lm_eval_tasks
@@ -177,6 +175,6 @@ def test_a_new_family_is_one_file(tmp_path, monkeypatch, model_dir):
     res = evaluate(workbench.load(str(model_dir)), "riddles", num_fewshot=1, data_dir=data, progress=False)
     assert res.counts["riddles"]["n_docs"] == 6 and 0 <= res["riddles"]["acc"] <= 1
     (name,) = export_lm_eval_tasks(["riddles"], tmp_path / "yaml", data)
-    lm_task = get_task_dict([name], TaskManager(include_path=str(tmp_path / "yaml"), include_defaults=False))[name]
+    lm_task = lm_eval_tasks(tmp_path / "yaml", [name])[name]
     task = registry.get_tasks("riddles", data)[0]
     assert [[(c, x) for c, x in reqs] for reqs in _ours(task, 1)] == list(_theirs(lm_task, 1).values())

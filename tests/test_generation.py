@@ -208,3 +208,160 @@ def test_text_output_is_cut_before_the_stop_string(model_dir):
     ids = model.tokenizer(prompts[:1], return_tensors="pt")["input_ids"]
     assert model.generate(ids, max_new_tokens=24, stop_strings=stops[:1]).shape[1] < ids.shape[1] + 24
     assert cut_at_stop("a.b,c", [",", "", "."]) == "a" == "a.b,c".split(",")[0].split(".")[0]
+
+
+# ----------------------------------------------------------- logits processors and streamers, against transformers
+
+
+def hf_generate(hf, ids, mask, new_tokens, seed=None, **kwargs) -> torch.Tensor:
+    """transformers' generate; sampling draws from torch's global generator, seeded as ours seeds its own."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    return hf.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, pad_token_id=PAD, eos_token_id=EOS,
+                       **kwargs)
+
+
+PROCESSORS = {
+    "penalty_1.3": dict(repetition_penalty=1.3),
+    "penalty_0.7": dict(repetition_penalty=0.7),  # < 1 favours repeats: rows lock onto a loop
+    "ngram_2": dict(no_repeat_ngram_size=2),
+    "ngram_3": dict(no_repeat_ngram_size=3),
+    "all": dict(repetition_penalty=1.2, no_repeat_ngram_size=3, min_new_tokens=20),
+}
+
+
+@pytest.mark.parametrize("kwargs", PROCESSORS.values(), ids=PROCESSORS)
+def test_processors_match_transformers_greedy(pair, kwargs):
+    hf, ours = pair
+    ids, mask = left_padded_prompts()
+    expected = hf_generate(hf, ids, mask, 32, do_sample=False, **kwargs)
+    got = ours.generate(ids, attention_mask=mask, max_new_tokens=32, eos_token_id=EOS, **kwargs)
+    assert torch.equal(got, expected)
+    plain = ours.generate(ids, attention_mask=mask, max_new_tokens=32, eos_token_id=EOS)
+    assert not torch.equal(got, plain)  # the processor changed the continuation
+
+
+@pytest.mark.parametrize("kwargs", [dict(temperature=1.5), dict(temperature=0.8, top_k=20, top_p=0.9),
+                                    dict(temperature=1.2, top_p=0.95, repetition_penalty=1.3, no_repeat_ngram_size=2)],
+                         ids=["temperature", "top_k_top_p", "with_processors"])
+def test_seeded_sampling_matches_transformers(pair, kwargs):
+    """Same seed, same draws: transformers seeded through torch.manual_seed, ours through `seed=`. (transformers'
+    GenerationConfig samples with top_k=50 unless told otherwise; ours has no top-k by default: top_k=0 is off.)"""
+    hf, ours = pair
+    ids, mask = left_padded_prompts()
+    expected = hf_generate(hf, ids, mask, 24, seed=5, do_sample=True, **{"top_k": 0, **kwargs})
+    got = ours.generate(ids, attention_mask=mask, max_new_tokens=24, eos_token_id=EOS, do_sample=True, seed=5, **kwargs)
+    assert torch.equal(got, expected)
+
+
+def test_ngram_ban_holds_in_the_output(pair):
+    _, ours = pair
+    ids, mask = left_padded_prompts()
+    out = ours.generate(ids[:1], max_new_tokens=40, eos_token_id=[], no_repeat_ngram_size=2, repetition_penalty=0.5)
+    row = out[0].tolist()
+    bigrams = list(zip(row, row[1:]))
+    assert len(bigrams) == len(set(bigrams))
+
+
+def test_min_new_tokens_delays_eos_as_transformers_does(pair):
+    """EOS := a token row 0 emits at step 3: without min_new_tokens it stops there; with 10 it cannot."""
+    hf, ours = pair
+    ids, mask = left_padded_prompts()
+    free = ours.generate(ids, attention_mask=mask, max_new_tokens=16, eos_token_id=[])
+    eos = int(free[0, 9 + 3])
+    kwargs = dict(attention_mask=mask, max_new_tokens=16, pad_token_id=PAD, eos_token_id=eos, min_new_tokens=10)
+    got = ours.generate(ids, **kwargs)
+    assert torch.equal(got, hf.generate(ids, do_sample=False, **kwargs))
+    assert eos not in got[:, 9 : 9 + 10].tolist()[0]
+
+
+class Recorder:
+    """A streamer that records what it is given."""
+
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def put(self, value: torch.Tensor) -> None:
+        self.calls.append(value.clone())
+
+    def end(self) -> None:
+        self.calls.append("end")
+
+
+def test_streamer_receives_what_transformers_sends(pair):
+    hf, ours = pair
+    ids, mask = left_padded_prompts()
+    theirs, mine = Recorder(), Recorder()
+    hf_generate(hf, ids, mask, 12, do_sample=False, streamer=theirs)
+    out = ours.generate(ids, attention_mask=mask, max_new_tokens=12, eos_token_id=EOS, streamer=mine)
+    assert len(mine.calls) == len(theirs.calls) == 1 + 12 + 1 and mine.calls[-1] == "end"
+    for a, b in zip(mine.calls[:-1], theirs.calls[:-1]):
+        assert torch.equal(a, b)
+    assert torch.equal(torch.cat([mine.calls[0]] + [t[:, None] for t in mine.calls[1:-1]], 1), out)
+
+
+def test_transformers_text_streamer_and_ours_print_the_text(model_dir, capsys):
+    """Both print generate's text output (here: with a multi-byte character and a stop string in the prompt)."""
+    from workbench.generation import TextStreamer
+
+    model = workbench.load(str(model_dir), dtype="float32")
+    prompt = "And God said — «Let"
+    text = model.generate(prompt, max_new_tokens=30, repetition_penalty=1.3)
+    for streamer, printed in [(transformers.TextStreamer(model.tokenizer), text),
+                              (TextStreamer(model.tokenizer), text),
+                              (TextStreamer(model.tokenizer, skip_prompt=True), text[len(prompt) :])]:
+        model.generate(prompt, max_new_tokens=30, repetition_penalty=1.3, streamer=streamer)
+        assert capsys.readouterr().out == printed + "\n"
+    continuation = text[len(prompt) :]
+    stops = [continuation[10:13], "«"]  # the prompt's own "«" does not stop it
+    cut = model.generate(prompt, max_new_tokens=30, repetition_penalty=1.3, stop_strings=stops)
+    assert len(cut) < len(text)
+    model.generate(prompt, max_new_tokens=30, repetition_penalty=1.3, stop_strings=stops,
+                   streamer=TextStreamer(model.tokenizer, stop_strings=stops))
+    assert capsys.readouterr().out == cut + "\n"
+
+
+def test_text_streamer_prints_as_tokens_arrive():
+    """Each piece is printed once final: a half multi-byte character and a possible stop-string start wait."""
+    from workbench.generation import TextStreamer
+
+    class Bytes:  # token i is byte i
+        def decode(self, ids, skip_special_tokens=True):
+            return bytes(ids).decode("utf-8", errors="replace")
+
+    class Log:
+        def __init__(self):
+            self.parts = []
+
+        def write(self, s):
+            self.parts.append(s)
+
+        def flush(self):
+            pass
+
+    log = Log()
+    streamer = TextStreamer(Bytes(), stop_strings=["END"], file=log)
+    streamer.put(torch.tensor([list(b"Hi ")]))
+    for b in "é E EN ok EN".encode():
+        streamer.put(torch.tensor([b]))
+    assert "".join(log.parts) == "Hi é E EN ok " and "\ufffd" not in "".join(log.parts)
+    streamer.put(torch.tensor([ord("D")]))
+    streamer.put(torch.tensor([ord("!")]))  # after the stop string: not printed
+    streamer.end()
+    assert "".join(log.parts) == "Hi é E EN ok \n"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(repetition_penalty=0.0), r"repetition_penalty must be a number > 0 \(1.0: no penalty\), got 0.0"),
+    (dict(repetition_penalty=-1), r"repetition_penalty must be a number > 0"),
+    (dict(no_repeat_ngram_size=-1), r"no_repeat_ngram_size must be a non-negative integer \(0: off\), got -1"),
+    (dict(no_repeat_ngram_size=2.5), r"no_repeat_ngram_size must be a non-negative integer"),
+    (dict(min_new_tokens=3), r"min_new_tokens must be an integer in \[0, 2\] \(the new-token count\), got 3"),
+    (dict(min_new_tokens=-1), r"min_new_tokens must be an integer in \[0, 2\]"),
+])
+def test_bad_processor_arguments(pair, kwargs, match):
+    _, ours = pair
+    with pytest.raises(ValueError, match=match):
+        ours.generate(torch.tensor([[5, 6]]), max_new_tokens=2, **kwargs)
+    with pytest.raises(TypeError, match="streamer must have put"):
+        ours.generate(torch.tensor([[5, 6]]), max_new_tokens=2, streamer=print)

@@ -16,10 +16,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 # the last-but-one layer are independent of one another.
 LAYERS: list[list[str]] = [
     ["workbench.config", "workbench.kv_cache", "workbench.rotary", "workbench.tokenizer", "workbench.hub",
-     "workbench.figures", "workbench.inputs", "workbench.hook_points", "workbench.data"],
+     "workbench.figures", "workbench.inputs", "workbench.hook_points", "workbench.data", "workbench.atomic"],
     ["workbench.attention"],
     ["workbench.hooks", "workbench.activation_cache"],
-    ["workbench.model", "workbench.checkpoint", "workbench.generation", "workbench.big_model", "workbench.loading"],
+    ["workbench.model", "workbench.checkpoint", "workbench.generation", "workbench.big_model", "workbench.loading",
+     "workbench.hooked_transformer"],
     ["workbench.analysis"],
     ["workbench.viz", "workbench.evals", "workbench.training"],
     ["workbench.cli", "workbench.train", "workbench.__main__", "workbench"],

@@ -146,7 +146,6 @@ def test_notebook_runs(name: str, executed):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="figures switch to workbench.figures")
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_plot_cells_show_a_png(name: str, executed):
     """A cell calling a plot helper, or showing a figure, displays a PNG (not `<Figure size ...>` as text)."""

@@ -144,4 +144,4 @@ function staticResponder(data) {
 }
 
 export default { render };
-export { render, staticResponder, staticModel };
+export { staticResponder, staticModel };  // not `render`: anywidget warns about a named render export

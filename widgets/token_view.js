@@ -158,4 +158,4 @@ function staticResponder(data) {
 }
 
 export default { render };
-export { render, staticResponder, staticModel };
+export { staticResponder, staticModel };  // not `render`: anywidget warns about a named render export

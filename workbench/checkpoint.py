@@ -16,6 +16,7 @@ from typing import Iterator
 
 import torch
 
+from .atomic import atomic_directory
 from .config import GPTNeoXConfig
 from .hub import resolve_model_dir
 
@@ -234,11 +235,11 @@ def parse_size(size: int | str) -> int:
 
 
 def save_pretrained(model, directory: str | os.PathLike, max_shard_size: int | str = "5GB") -> None:
-    """Write config.json + safetensors (sharded with an index above `max_shard_size`) + the tokenizer."""
+    """Write config.json + safetensors (sharded with an index above `max_shard_size`) + the tokenizer, atomically:
+    the directory holds the complete old checkpoint or the complete new one at every instant (`workbench.atomic`),
+    other files in it are kept."""
     from safetensors.torch import save_file
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     limit = parse_size(max_shard_size)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     if model.config.tie_word_embeddings:
@@ -252,23 +253,24 @@ def save_pretrained(model, directory: str | os.PathLike, max_shard_size: int | s
             size = 0
         shards[-1][name] = tensor
         size += nbytes
-    for old in list(directory.glob("model*.safetensors")) + [directory / SAFE_INDEX]:
-        old.unlink(missing_ok=True)  # a stale shard would be loaded alongside the new ones
-    metadata = {"format": "pt"}
-    if len(shards) == 1:
-        save_file(shards[0], directory / "model.safetensors", metadata=metadata)
-    else:
-        weight_map = {}
-        for i, shard in enumerate(shards, start=1):
-            filename = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-            save_file(shard, directory / filename, metadata=metadata)
-            weight_map.update({name: filename for name in shard})
-        total = sum(t.numel() * t.element_size() for t in state.values())
-        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-        (directory / SAFE_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-    config = model.config.to_dict()
-    config["architectures"] = [type(model).__name__]
-    config["torch_dtype"] = str(model.dtype).removeprefix("torch.")
-    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    if getattr(model, "tokenizer", None) is not None:
-        model.tokenizer.save_pretrained(directory)
+    # Old weights of any layout are replaced, not kept: a stale shard would be loaded alongside the new ones.
+    superseded = ("model*.safetensors", SAFE_INDEX, "pytorch_model*.bin", BIN_INDEX)
+    with atomic_directory(directory, superseded) as tmp:
+        metadata = {"format": "pt"}
+        if len(shards) == 1:
+            save_file(shards[0], tmp / "model.safetensors", metadata=metadata)
+        else:
+            weight_map = {}
+            for i, shard in enumerate(shards, start=1):
+                filename = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+                save_file(shard, tmp / filename, metadata=metadata)
+                weight_map.update({name: filename for name in shard})
+            total = sum(t.numel() * t.element_size() for t in state.values())
+            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            (tmp / SAFE_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        config = model.config.to_dict()
+        config["architectures"] = [type(model).__name__]
+        config["torch_dtype"] = str(model.dtype).removeprefix("torch.")
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        if getattr(model, "tokenizer", None) is not None:
+            model.tokenizer.save_pretrained(tmp)

@@ -44,14 +44,37 @@ def _info(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     import workbench
+    from workbench.generation import TextStreamer
 
     model = workbench.load(args.model, revision=args.revision, dtype=args.dtype, device=args.device)
-    text = model.generate(
-        args.prompt, max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+    stops = args.stop or []
+    model.generate(  # the streamer prints the text as it comes, then a newline
+        args.prompt, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size, seed=args.seed, stop_strings=stops,
+        streamer=TextStreamer(model.tokenizer, stop_strings=stops),
     )
-    print(text)
     return 0
+
+
+def _add_generate_args(gen: argparse.ArgumentParser) -> None:
+    # Defaults chosen by reading the demo's output: plain greedy loops ("I am not not not not"), seeded sampling
+    # from a model this small is word salad; greedy with these two penalties reads as sentences.
+    gen.add_argument("prompt")
+    gen.add_argument("--max-new-tokens", type=int, default=40, help="tokens to generate (default 40)")
+    gen.add_argument("--do-sample", "--sample", dest="do_sample", action="store_true",
+                     help="sample instead of greedy decoding")
+    gen.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    gen.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    gen.add_argument("--top-p", type=float, help="sample from the smallest set of tokens with this much probability")
+    gen.add_argument("--repetition-penalty", type=float, default=1.5,
+                     help="> 0; penalises tokens already in the text (default 1.5; 1 turns it off)")
+    gen.add_argument("--no-repeat-ngram-size", type=int, default=3,
+                     help="never repeat an n-gram of this size (default 3; 0 turns it off)")
+    gen.add_argument("--seed", type=int, help="seed for sampling (reproducible output)")
+    gen.add_argument("--stop", action="append", metavar="TEXT",
+                     help="stop once the continuation contains TEXT, printed up to it (repeatable)")
+    gen.set_defaults(func=_generate)
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -70,16 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=_info)
 
-    gen = sub.add_parser("generate", help="continue a prompt")
+    gen = sub.add_parser("generate", help="continue a prompt, printing the text as it is generated")
     _add_model_args(gen)
-    gen.add_argument("prompt")
-    gen.add_argument("--max-new-tokens", type=int, default=40)
-    gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    gen.add_argument("--temperature", type=float, default=1.0)
-    gen.add_argument("--top-k", type=int)
-    gen.add_argument("--top-p", type=float)
-    gen.add_argument("--seed", type=int)
-    gen.set_defaults(func=_generate)
+    _add_generate_args(gen)
 
     for module in SUBCOMMAND_MODULES:
         importlib.import_module(module).add_cli(sub)

@@ -1,19 +1,24 @@
 """Text generation: one prefill over the (left-padded) prompts, then one decode step per new token.
 
-Greedy decoding matches transformers' `generate` token for token; sampling (temperature, top-k, top-p,
-applied in that order, as transformers does) is reproducible with `seed`. A row stops at `max_new_tokens`, at an
-EOS id, or once its decoded continuation contains a stop string (lm-eval's `until`); text output is cut before
-the stop string, as lm-eval cuts it.
+Each step's logits go through transformers' logits processors in transformers' order (`_get_logits_processor`):
+repetition penalty, no-repeat n-grams, min new tokens; then, when sampling, temperature, top-k and top-p. So
+greedy decoding matches transformers' `generate` token for token, with or without them, and sampling is
+reproducible with `seed`. A row stops at `max_new_tokens`, at an EOS id, or once its decoded continuation
+contains a stop string (lm-eval's `until`); text output is cut before the stop string, as lm-eval cuts it.
+A `streamer` (transformers' protocol: `put(ids)`, `end()`) sees the prompt, then each step's tokens.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Sequence
+import sys
+from dataclasses import dataclass
+from typing import Any, Sequence, TextIO
 
 import torch
 from tqdm.auto import tqdm
 
+from .inputs import as_token_batch, encode_texts, is_text
 from .kv_cache import KVCache
 
 
@@ -36,6 +41,10 @@ def generate(
     input_ids: torch.Tensor | None = None,
     stop_strings: Sequence[str] | None = None,
     tokenizer: Any = None,
+    repetition_penalty: float = 1.0,
+    no_repeat_ngram_size: int = 0,
+    min_new_tokens: int = 0,
+    streamer: Any = None,
 ) -> torch.Tensor | str | list[str]:
     """Continue prompts with a causal LM.
 
@@ -43,7 +52,8 @@ def generate(
         model: a `GPTNeoXForCausalLM` (with `model.tokenizer` for string prompts).
         inputs: token ids `[batch, pos]` (left-padded, with `attention_mask`), a string, or a list of strings.
         max_length: total length (prompt + new tokens); `max_new_tokens` counts new tokens only (default 20).
-        do_sample, temperature, top_k, top_p: sampling controls; greedy when `do_sample` is False.
+        do_sample, temperature, top_k, top_p: sampling controls; greedy when `do_sample` is False. No top-k
+            unless given (transformers' GenerationConfig samples with top_k=50 by default).
         eos_token_id: stop a row once it emits this id (default `config.eos_token_id`); later positions get
             `pad_token_id` (default: config's, the tokenizer's, else the EOS id).
         seed: seeds a private generator, so sampling is reproducible and leaves torch's global RNG alone.
@@ -53,6 +63,12 @@ def generate(
             `pad_token_id`); string output is cut before the first one (`cut_at_stop`).
         tokenizer: tokenises string prompts and decodes continuations (default `model.tokenizer`); anything with
             `decode(ids, skip_special_tokens=True)` serves for token-id prompts.
+        repetition_penalty: > 0; the logits of tokens already in the row (prompt without padding, and generated)
+            are divided by it where positive, multiplied where negative (CTRL's penalty; 1.0: off).
+        no_repeat_ngram_size: n > 0 forbids any n-gram from occurring twice in a row (0: off).
+        min_new_tokens: EOS is forbidden until this many tokens are generated (at most the new-token count).
+        streamer: an object with `put(ids)` and `end()` (`TextStreamer` below, or transformers' streamers):
+            `put` gets the prompt ids `[batch, pos]`, then each step's tokens `[batch]`, on the CPU.
 
     Returns:
         Token ids `[batch, prompt + new]` for tensor input; a string (or list of strings) for string input.
@@ -61,44 +77,215 @@ def generate(
         if inputs is not None:
             raise ValueError("pass the prompt once: either inputs or input_ids")
         inputs = input_ids
-    text_input = isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str))
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     ids, mask = _prompt_tensors(model, tokenizer, inputs, attention_mask)
-    batch, prompt_len = ids.shape
+    prompt_len = ids.shape[1]
     new_tokens = _count_new_tokens(max_length, max_new_tokens, prompt_len)
-    _check_sampling(temperature, top_k, top_p)
-    config = model.config
-    eos_ids = _as_id_list(eos_token_id if eos_token_id is not None else config.eos_token_id)
+    eos_ids = _as_id_list(eos_token_id if eos_token_id is not None else model.config.eos_token_id)
     pad_id = _pad_id(model, tokenizer, pad_token_id, eos_ids)
     stops = [s for s in stop_strings or () if s]
     if stops and tokenizer is None:
         raise ValueError("stop_strings need a tokenizer to decode with: pass tokenizer= or use model.tokenizer")
-    generator = torch.Generator(device=ids.device).manual_seed(seed) if seed is not None else None
-
+    if streamer is not None and not all(callable(getattr(streamer, m, None)) for m in ("put", "end")):
+        raise TypeError(f"streamer must have put(token_ids) and end() methods, got {type(streamer).__name__}")
+    decoding = _Decoding.build(do_sample, temperature, top_k, top_p, repetition_penalty, no_repeat_ngram_size,
+                               min_new_tokens, new_tokens, eos_ids, seed, ids.device)
     hooks = model.hooks(fwd_hooks=fwd_hooks) if fwd_hooks else contextlib.nullcontext()
-    cache = KVCache.for_config(config).reserve(prompt_len + new_tokens)
-    finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
-    eos = torch.tensor(eos_ids, device=ids.device)
-    step_ids, sequences = ids, [ids]
     with torch.no_grad(), hooks:
-        for _ in tqdm(range(new_tokens), desc="generate", disable=not progress):
-            hidden = model.gpt_neox(step_ids, attention_mask=mask, past_key_values=cache, use_cache=True)
-            logits = model.embed_out(hidden.last_hidden_state[:, -1]).float()  # [batch, vocab]
-            token = _next_token(logits, do_sample, temperature, top_k, top_p, generator)
-            token = torch.where(finished, torch.full_like(token, pad_id), token)
-            sequences.append(token[:, None])
-            finished |= torch.isin(token, eos)
-            if stops:
-                finished |= _stopped(tokenizer, sequences[1:], ~finished, stops)
-            step_ids = token[:, None]
-            mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=-1)
-            if bool(finished.all()):
-                break
-    out = torch.cat(sequences, dim=-1)
-    if not text_input:
+        out = _decode_loop(model, ids, mask, new_tokens, decoding, pad_id, stops, tokenizer, streamer, progress)
+    if not is_text(inputs):
         return out
     texts = _texts(tokenizer, out, prompt_len, stops, return_full_text)
     return texts[0] if isinstance(inputs, str) else texts
+
+
+def _decode_loop(model, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int, decoding: "_Decoding", pad_id: int,
+                 stops: list[str], tokenizer: Any, streamer: Any, progress: bool) -> torch.Tensor:
+    """Prefill, then one token per step until every row has finished. Returns ids `[batch, prompt + new]`."""
+    batch, prompt_len = ids.shape
+    cache = KVCache.for_config(model.config).reserve(prompt_len + new_tokens)
+    out = ids.new_full((batch, prompt_len + new_tokens), pad_id)  # preallocated: no per-step concatenation
+    out[:, :prompt_len] = ids
+    seen = decoding.seen_tokens(ids, mask, model.config.vocab_size)
+    finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
+    if streamer is not None:
+        streamer.put(ids.cpu())
+    step_ids, cur = ids, prompt_len
+    for step in tqdm(range(new_tokens), desc="generate", disable=not progress):
+        hidden = model.gpt_neox(step_ids, attention_mask=mask, past_key_values=cache, use_cache=True)
+        logits = model.embed_out(hidden.last_hidden_state[:, -1]).float()  # [batch, vocab]
+        token = decoding.next_token(logits, out[:, :cur], seen, step)
+        token = torch.where(finished, torch.full_like(token, pad_id), token)
+        out[:, cur] = token
+        cur += 1
+        if seen is not None:
+            seen.scatter_(1, token[:, None].clamp(max=seen.shape[1] - 1), True)
+        if streamer is not None:
+            streamer.put(token.cpu())
+        finished |= torch.isin(token, decoding.eos)
+        if stops:
+            finished |= _stopped(tokenizer, out[:, prompt_len:cur], ~finished, stops)
+        step_ids = token[:, None]
+        mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=-1)
+        if bool(finished.all()):
+            break
+    if streamer is not None:
+        streamer.end()
+    return out[:, :cur]
+
+
+@dataclass(frozen=True)
+class _Decoding:
+    """How one step picks each row's next token: transformers' logits processors, in transformers' order."""
+
+    do_sample: bool
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    repetition_penalty: float
+    no_repeat_ngram_size: int
+    min_new_tokens: int
+    eos: torch.Tensor  # [n_eos] ids
+    generator: torch.Generator | None
+
+    @classmethod
+    def build(cls, do_sample: bool, temperature: float, top_k: int | None, top_p: float | None,
+              repetition_penalty: float, no_repeat_ngram_size: int, min_new_tokens: int, new_tokens: int,
+              eos_ids: list[int], seed: int | None, device: torch.device) -> "_Decoding":
+        """Checked settings (a ValueError names the argument and its allowed range)."""
+        _check_sampling(temperature, top_k, top_p)
+        _check_processors(repetition_penalty, no_repeat_ngram_size, min_new_tokens, new_tokens)
+        generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+        return cls(do_sample, temperature, top_k, top_p, float(repetition_penalty), no_repeat_ngram_size,
+                   min_new_tokens, torch.tensor(eos_ids, dtype=torch.long, device=device), generator)
+
+    def seen_tokens(self, ids: torch.Tensor, mask: torch.Tensor, vocab: int) -> torch.Tensor | None:
+        """For the repetition penalty: `[batch, vocab + 1]` whether each token is in the row's prompt (padding
+        excluded, as transformers' `prompt_ignore_length` does; ids past the vocab land in the spare column);
+        the loop adds each generated token. None when there is no penalty."""
+        if self.repetition_penalty == 1.0:
+            return None
+        seen = torch.zeros(ids.shape[0], vocab + 1, dtype=torch.bool, device=ids.device)
+        return seen.scatter_(1, ids.clamp(max=vocab).masked_fill(mask == 0, vocab), True)
+
+    def next_token(self, logits: torch.Tensor, ids: torch.Tensor, seen: torch.Tensor | None, step: int) -> torch.Tensor:
+        """The next token `[batch]` from `logits` `[batch, vocab]`, given the rows so far `ids` `[batch, pos]`
+        (padding included, as transformers' n-gram processor sees them) and the 0-based new-token `step`."""
+        if seen is not None:
+            logits = _penalise_repeats(logits, seen[:, : logits.shape[-1]], self.repetition_penalty)
+        if self.no_repeat_ngram_size:
+            logits = _ban_repeated_ngrams(logits, ids, self.no_repeat_ngram_size)
+        if step < self.min_new_tokens and self.eos.numel():
+            logits = logits.index_fill(-1, self.eos, float("-inf"))
+        if not self.do_sample:
+            return logits.argmax(dim=-1)
+        probs = torch.softmax(_warp(logits, self.temperature, self.top_k, self.top_p), dim=-1)
+        return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+
+
+def _penalise_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL's repetition penalty on `[batch, vocab]` logits where `seen` `[batch, vocab]`: a seen token's logit
+    is divided by `penalty` if positive, multiplied if negative (so it always becomes less likely for penalty > 1)."""
+    return torch.where(seen, torch.where(logits < 0, logits * penalty, logits / penalty), logits)
+
+
+def _ban_repeated_ngrams(logits: torch.Tensor, ids: torch.Tensor, n: int) -> torch.Tensor:
+    """-inf for each token that would complete an n-gram already in the row.
+
+    A token completes a repeat when the row's last n-1 tokens occurred before followed by it: match that suffix
+    against every window of `ids` `[batch, pos]` and ban each matching window's last token (transformers' method).
+    """
+    if ids.shape[1] < n:
+        return logits
+    vocab = logits.shape[-1]
+    windows = ids.unfold(1, n, 1)  # [batch, pos - n + 1, n]
+    suffix = ids[:, ids.shape[1] + 1 - n :]  # [batch, n - 1]; the window starting there is one token short
+    matches = (windows[..., :-1] == suffix[:, None]).all(dim=-1)
+    banned = logits.new_zeros(logits.shape[0], vocab + 1, dtype=torch.bool)  # spare column: non-matches
+    banned.scatter_(1, torch.where(matches, windows[..., -1].clamp(max=vocab), vocab), True)
+    return logits.masked_fill(banned[:, :vocab], float("-inf"))
+
+
+def _warp(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Temperature, then top-k, then nucleus (top-p) filtering of `[batch, vocab]` logits."""
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1)  # ascending
+        drop = sorted_logits.softmax(-1).cumsum(-1) <= 1 - top_p
+        drop[..., -1] = False  # always keep the most likely token
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+class TextStreamer:
+    """Prints the text of a batch-1 generation as its tokens arrive (transformers' streamer protocol, so it
+    needs no transformers; `transformers.TextStreamer` works with `generate` too).
+
+    The first `put` is the prompt; each later one a step's token. Text is printed as soon as it is final: not
+    the end of a multi-byte character still being built, and, with `stop_strings`, nothing that could be the
+    start of a stop string; the continuation is cut before the first stop string, as `generate` cuts text. So
+    what it prints is `generate`'s text output (then a newline).
+
+    Args:
+        tokenizer: anything with `decode(ids, skip_special_tokens=True)`.
+        skip_prompt: print only the continuation.
+        stop_strings: the `stop_strings` given to `generate`.
+        file: where to print (default: `sys.stdout` at the time of printing).
+    """
+
+    def __init__(self, tokenizer: Any, skip_prompt: bool = False, stop_strings: Sequence[str] = (),
+                 file: TextIO | None = None) -> None:
+        self.tokenizer, self.skip_prompt, self.file = tokenizer, skip_prompt, file
+        self.stops = [s for s in stop_strings if s]
+        self._reset()
+
+    def _reset(self) -> None:
+        self._prompt_done, self._ids, self._printed, self._stopped = False, [], 0, False
+
+    def put(self, value: torch.Tensor) -> None:
+        """The prompt ids `[1, pos]` (first call), then one step's token `[1]`."""
+        if value.dim() > 1 and value.shape[0] > 1:
+            raise ValueError(f"TextStreamer streams one sequence; got a batch of {value.shape[0]}")
+        ids = value.reshape(-1).tolist()
+        if not self._prompt_done:
+            self._prompt_done = True
+            if not self.skip_prompt:
+                self._write(self.tokenizer.decode(ids, skip_special_tokens=True))
+        elif not self._stopped:
+            self._ids += ids
+            self._print_upto(self._final_text(last=False))
+
+    def end(self) -> None:
+        """Print what is left, then a newline."""
+        self._print_upto(self._final_text(last=True))
+        self._write("\n")
+        self._reset()
+
+    def _final_text(self, last: bool) -> str:
+        """The continuation's text that can no longer change (all of it when `last`)."""
+        text = self.tokenizer.decode(self._ids, skip_special_tokens=True)
+        cut = cut_at_stop(text, self.stops)
+        if cut != text:
+            self._stopped = True
+            return cut
+        if last:
+            return text
+        text = text.rstrip("\ufffd")  # the end of a multi-byte character may be still to come
+        hold = max((k for s in self.stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+        return text[: len(text) - hold]  # what is held back could begin a stop string
+
+    def _print_upto(self, text: str) -> None:
+        self._write(text[self._printed :])
+        self._printed = max(self._printed, len(text))
+
+    def _write(self, text: str) -> None:
+        if text:
+            file = self.file or sys.stdout
+            file.write(text)
+            file.flush()
 
 
 def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
@@ -109,7 +296,7 @@ def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
     return text
 
 
-def _stopped(tokenizer, new: list[torch.Tensor], active: torch.Tensor, stops: list[str]) -> torch.Tensor:
+def _stopped(tokenizer, new: torch.Tensor, active: torch.Tensor, stops: list[str]) -> torch.Tensor:
     """Rows among `active` whose continuation now contains a stop string.
 
     Only the newest tokens are decoded (lm-eval's stopping criterion does the same): a stop string first seen
@@ -118,13 +305,12 @@ def _stopped(tokenizer, new: list[torch.Tensor], active: torch.Tensor, stops: li
     text output is cut at the first stop string all the same.)
 
     Args:
-        new: the generated tokens so far, one `[batch, 1]` tensor per step.
+        new: the generated tokens so far `[batch, new]`.
         active: `[batch]` rows still generating.
     """
     window = max(len(s.encode("utf-8")) for s in stops)
-    tails = torch.cat(new[-window:], dim=-1).tolist()
     hits = []
-    for alive, tail in zip(active.tolist(), tails):
+    for alive, tail in zip(active.tolist(), new[:, -window:].tolist()):
         text = tokenizer.decode(tail, skip_special_tokens=True) if alive else ""
         hits.append(any(s in text for s in stops))
     return torch.tensor(hits, device=active.device)
@@ -142,26 +328,15 @@ def _texts(tokenizer, out: torch.Tensor, prompt_len: int, stops: list[str], full
 
 def _prompt_tensors(model, tokenizer, inputs, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids and mask `[batch, pos]` on the model's device; strings are tokenised with left padding."""
-    device = model.device
-    if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)):
+    if is_text(inputs):
         if tokenizer is None:
             raise ValueError("string prompts need model.tokenizer; load with workbench.load() or pass token ids")
-        texts = [inputs] if isinstance(inputs, str) else list(inputs)
-        enc = tokenizer(texts, padding=True, padding_side="left", return_tensors="pt")
-        return enc["input_ids"].to(device), enc["attention_mask"].to(device)
-    if not torch.is_tensor(inputs):
-        raise TypeError(f"inputs must be a token tensor, a string or a list of strings, got {type(inputs).__name__}")
-    ids = inputs.unsqueeze(0) if inputs.dim() == 1 else inputs
-    if ids.dim() != 2:
-        raise ValueError(f"input ids must be [batch, pos], got shape {tuple(inputs.shape)}")
-    mask = torch.ones_like(ids) if attention_mask is None else attention_mask
-    if mask.dim() == 1:
-        mask = mask.unsqueeze(0)
-    if mask.shape != ids.shape:
-        raise ValueError(f"attention_mask has shape {tuple(mask.shape)}, input ids {tuple(ids.shape)}")
+        return encode_texts(tokenizer, inputs, padding_side="left", device=model.device)
+    ids, mask = as_token_batch(model, inputs, attention_mask)
+    mask = torch.ones_like(ids) if mask is None else mask
     if ids.shape[1] and bool((mask[:, -1] == 0).any()):
         raise ValueError("prompts are right-padded; generation appends on the right, so pad on the left")
-    return ids.to(device), mask.to(device)
+    return ids, mask
 
 
 def _count_new_tokens(max_length: int | None, max_new_tokens: int | None, prompt_len: int) -> int:
@@ -183,6 +358,20 @@ def _check_sampling(temperature: float, top_k: int | None, top_p: float | None) 
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
 
 
+def _check_processors(repetition_penalty: float, no_repeat_ngram_size: int, min_new_tokens: int,
+                      new_tokens: int) -> None:
+    def is_int(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    if not (is_int(repetition_penalty) or isinstance(repetition_penalty, float)) or not repetition_penalty > 0:
+        raise ValueError(f"repetition_penalty must be a number > 0 (1.0: no penalty), got {repetition_penalty!r}")
+    if not is_int(no_repeat_ngram_size) or no_repeat_ngram_size < 0:
+        raise ValueError(f"no_repeat_ngram_size must be a non-negative integer (0: off), got {no_repeat_ngram_size!r}")
+    if not is_int(min_new_tokens) or not 0 <= min_new_tokens <= new_tokens:
+        raise ValueError(f"min_new_tokens must be an integer in [0, {new_tokens}] (the new-token count), "
+                         f"got {min_new_tokens!r}")
+
+
 def _as_id_list(ids: int | Sequence[int] | None) -> list[int]:
     if ids is None:
         return []
@@ -194,26 +383,3 @@ def _pad_id(model, tokenizer, pad_token_id: int | None, eos_ids: list[int]) -> i
         if candidate is not None:
             return int(candidate)
     return eos_ids[0] if eos_ids else 0
-
-
-def _next_token(logits: torch.Tensor, do_sample: bool, temperature: float, top_k: int | None, top_p: float | None,
-                generator: torch.Generator | None) -> torch.Tensor:
-    """The next token of each row `[batch]` from its logits `[batch, vocab]`: the argmax, or a sample."""
-    if not do_sample:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(_warp(logits, temperature, top_k, top_p), dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
-def _warp(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """Temperature, then top-k, then nucleus (top-p) filtering of `[batch, vocab]` logits."""
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1)  # ascending
-        drop = sorted_logits.softmax(-1).cumsum(-1) <= 1 - top_p
-        drop[..., -1] = False  # always keep the most likely token
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return logits

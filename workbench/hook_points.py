@@ -20,6 +20,9 @@ therefore bit-identical to a plain one, in every dtype.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Iterator
@@ -44,8 +47,10 @@ class HookPoint(nn.Module):
         return bool(self._forward_hooks or self._forward_pre_hooks or self._backward_hooks)
 
     def wants_grad(self) -> bool:
-        """Whether a hook takes this value's gradient (then the forward must run through the hooked value)."""
-        return any(getattr(h, "wants_grad", False) for h in self._forward_hooks.values())
+        """Whether a hook (of this thread's scopes) takes this value's gradient: then the forward must run
+        through the hooked value."""
+        return any(getattr(h, "wants_grad", False) and in_scope(getattr(h, "scope", None))
+                   for h in self._forward_hooks.values())
 
     def observe(self, value: torch.Tensor) -> tuple[torch.Tensor, bool]:
         """Run the hooks on a value computed *beside* the forward (not on its path).
@@ -72,6 +77,30 @@ class HookPoint(nn.Module):
 
     def __repr__(self) -> str:
         return f"HookPoint({self.name!r})"
+
+
+# ---- hook scopes: a hook attached by `model.hooks(...)` fires only in the thread / asyncio task that is inside
+# that context (a contextvar holds the open scopes), so concurrent users of one model never see each other's
+# hooks. Hooks attached with a plain `add_hook` have no scope and fire everywhere.
+_OPEN_SCOPES: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar("workbench_hook_scopes",
+                                                                              default=frozenset())
+_SCOPE_IDS = itertools.count(1)
+
+
+def in_scope(scope: int | None) -> bool:
+    """Whether a hook of `scope` applies here (None: a model-wide hook, always)."""
+    return scope is None or scope in _OPEN_SCOPES.get()
+
+
+@contextlib.contextmanager
+def hook_scope() -> Iterator[int]:
+    """Open a new scope in the current context (thread or task) for as long as the `with` block runs."""
+    scope = next(_SCOPE_IDS)
+    token = _OPEN_SCOPES.set(_OPEN_SCOPES.get() | {scope})
+    try:
+        yield scope
+    finally:
+        _OPEN_SCOPES.reset(token)
 
 
 # Where each component's hook points live: TransformerLens prefix -> transformers module path (the checkpoint

@@ -2,6 +2,12 @@
 
 The hook points themselves and the table of sites are in `workbench.hook_points`; this module is what a
 user calls: `model.add_hook`, `model.hooks(...)` (scoped), `run_with_hooks`, `run_with_cache`, `reset_hooks`.
+
+The rule: a hook that only reads (returns None and edits nothing; every `run_with_cache`) leaves the forward
+bit-identical to a plain one, in every dtype and backend: values off the forward's path are computed beside it
+(`HookPoint.observe`). Only a hook that returns a replacement, edits its value in place, or takes its gradient
+routes the forward through that value. Hook functions are called as TransformerLens calls them,
+`fn(value, hook=point)` (positionally when `fn` has no `hook` parameter).
 """
 
 from __future__ import annotations
@@ -10,12 +16,13 @@ import contextlib
 import difflib
 import inspect
 import re
+import threading
 from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.hooks import RemovableHandle
 
-from .hook_points import HookPoint, in_full_cache, position_dim
+from .hook_points import HookPoint, hook_scope, in_full_cache, in_scope, position_dim
 from .inputs import as_token_batch, encode_texts, is_text, require_tokenizer, token_strings
 
 HookFn = Callable[[torch.Tensor, "HookPoint"], "torch.Tensor | None"]
@@ -92,9 +99,15 @@ class HookedModelMixin:
             handles = self.__dict__["_wb_hook_handles"] = []
         return handles
 
+    def _handles_lock(self) -> threading.Lock:
+        return self.__dict__.setdefault("_wb_hook_lock", threading.Lock())
+
     def add_hook(self, selector: Any, fn: HookFn, dir: str = "fwd", is_permanent: bool = False,
                  prepend: bool = False) -> list[RemovableHandle]:
         """Attach `fn(activation, hook) -> Tensor | None` to the selected hook points (TransformerLens's signature).
+
+        A hook added here applies model-wide, in every thread, until removed; hooks given to `model.hooks(...)`,
+        `run_with_hooks` or `run_with_cache` apply only inside that call, in its own thread or asyncio task.
 
         Args:
             selector: a hook name, a list of names or a predicate over names.
@@ -107,17 +120,29 @@ class HookedModelMixin:
         Returns:
             The handles (also remembered by the model, so `reset_hooks()` removes them).
         """
+        return self._attach(selector, fn, dir, None, is_permanent, prepend)
+
+    def _attach(self, selector: Any, fn: HookFn, dir: str, scope: int | None, is_permanent: bool = False,
+                prepend: bool = False) -> list[RemovableHandle]:
         if dir not in ("fwd", "bwd"):
             raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
         if not callable(fn):
             raise TypeError(f"a hook function must be callable, got {type(fn).__name__}")
         points = self.resolve_hook_points(selector)
         wrap = _forward_wrapper if dir == "fwd" else _backward_wrapper
-        handles = [point.register_forward_hook(wrap(fn), prepend=prepend) for point in points]
-        for handle in handles:
-            handle.wb_dir, handle.wb_permanent = dir, is_permanent
-        self._hook_handles().extend(handles)
+        with self._handles_lock():
+            handles = [point.register_forward_hook(wrap(fn, scope), prepend=prepend) for point in points]
+            for handle in handles:
+                handle.wb_dir, handle.wb_permanent = dir, is_permanent
+            self._hook_handles().extend(handles)
         return handles
+
+    def _detach(self, handles: list[RemovableHandle]) -> None:
+        with self._handles_lock():
+            for handle in handles:
+                handle.remove()
+            ids = {id(h) for h in handles}
+            self._hook_handles()[:] = [h for h in self._hook_handles() if id(h) not in ids]
 
     def reset_hooks(self, clear_contexts: bool = True, direction: str = "both", including_permanent: bool = False
                     ) -> None:
@@ -126,6 +151,10 @@ class HookedModelMixin:
         `clear_contexts` empties each point's `hook.ctx`."""
         if direction not in ("fwd", "bwd", "both"):
             raise ValueError(f"direction must be 'fwd', 'bwd' or 'both', got {direction!r}")
+        with self._handles_lock():
+            self._reset(clear_contexts, direction, including_permanent)
+
+    def _reset(self, clear_contexts: bool, direction: str, including_permanent: bool) -> None:
         known = {h.id: h for h in self._hook_handles()}
         for point in self.hook_dict.values():
             for hook_id in list(point._forward_hooks):
@@ -154,23 +183,23 @@ class HookedModelMixin:
         """
         added: list[RemovableHandle] = []
         ok = False
-        try:
-            for selector, fn in _pairs(fwd_hooks, "fwd_hooks"):
-                added += self.add_hook(selector, fn, "fwd")
-            # Backward hooks attach to the value as the forward pass left it (after any replacement).
-            for selector, fn in _pairs(bwd_hooks, "bwd_hooks"):
-                added += self.add_hook(selector, fn, "bwd")
-            yield self
-            ok = True
-        finally:
-            if reset_hooks_end or not ok:
-                for handle in added:
-                    handle.remove()
-                ids = {id(h) for h in added}
-                self._hook_handles()[:] = [h for h in self._hook_handles() if id(h) not in ids]
-            if clear_contexts:
-                for point in self.hook_dict.values():
-                    point.ctx.clear()
+        # Kept hooks outlive the context, so they cannot be scoped to it: they apply model-wide.
+        scoped = hook_scope() if reset_hooks_end else contextlib.nullcontext(None)
+        with scoped as scope:
+            try:
+                for selector, fn in _pairs(fwd_hooks, "fwd_hooks"):
+                    added += self._attach(selector, fn, "fwd", scope)
+                # Backward hooks attach to the value as the forward pass left it (after any replacement).
+                for selector, fn in _pairs(bwd_hooks, "bwd_hooks"):
+                    added += self._attach(selector, fn, "bwd", scope)
+                yield self
+                ok = True
+            finally:
+                if reset_hooks_end or not ok:
+                    self._detach(added)
+                if clear_contexts:
+                    for point in self.hook_dict.values():
+                        point.ctx.clear()
 
     # ---- inputs -------------------------------------------------------------------------------------
     def to_tokens(self, text: str | Sequence[str], prepend_bos: bool = False, padding_side: str | None = None
@@ -188,18 +217,40 @@ class HookedModelMixin:
         """
         return encode_texts(require_tokenizer(self), text, padding_side, prepend_bos, self.device)
 
-    def to_str_tokens(self, text: str | torch.Tensor | Sequence[int], prepend_bos: bool = False) -> list[str]:
-        """The token strings of one text (or of a 1-D sequence of ids), for labelling positions."""
+    def to_str_tokens(self, text: str | Sequence[str] | torch.Tensor | Sequence[int], prepend_bos: bool = False
+                      ) -> list[str] | list[list[str]]:
+        """The token strings of a text or of 1-D ids (a list); of a list of texts or 2-D ids, one list per row
+        (padding dropped for texts), for labelling positions."""
         tokenizer = require_tokenizer(self)
+        if is_text(text) and not isinstance(text, str):
+            return [self.to_str_tokens(t, prepend_bos) for t in text]
         if isinstance(text, str):
             ids = self.to_tokens(text, prepend_bos=prepend_bos)[0]
         else:
             ids = torch.as_tensor(text)
-            if ids.dim() == 2 and ids.shape[0] == 1:
-                ids = ids[0]
+            if ids.dim() == 2:
+                return [token_strings(tokenizer, row) for row in ids]
             if ids.dim() != 1:
-                raise ValueError(f"to_str_tokens takes one sequence, got ids of shape {tuple(ids.shape)}")
+                raise ValueError(f"to_str_tokens takes 1-D or 2-D ids, got shape {tuple(ids.shape)}")
         return token_strings(tokenizer, ids)
+
+    def to_string(self, tokens: torch.Tensor | Sequence[int] | Sequence[Sequence[int]]) -> str | list[str]:
+        """Decode ids `[pos]` to a string, or `[batch, pos]` to one string per row."""
+        tokenizer = require_tokenizer(self)
+        ids = torch.as_tensor(tokens)
+        if ids.dim() == 2:
+            return [tokenizer.decode(row.tolist()) for row in ids]
+        if ids.dim() != 1:
+            raise ValueError(f"to_string takes 1-D or 2-D ids, got shape {tuple(ids.shape)}")
+        return tokenizer.decode(ids.tolist())
+
+    def to_single_token(self, string: str) -> int:
+        """The id of a string that is exactly one token (ValueError naming its tokens otherwise)."""
+        ids = require_tokenizer(self).encode(string, add_special_tokens=False)
+        if len(ids) != 1:
+            pieces = token_strings(self.tokenizer, ids)
+            raise ValueError(f"{string!r} is {len(ids)} tokens {pieces}, not one")
+        return int(ids[0])
 
     def _model_inputs(self, inputs: Any, forward_kwargs: dict) -> dict:
         """`inputs` (text, texts or ids) -> keyword arguments of the forward."""
@@ -249,6 +300,7 @@ class HookedModelMixin:
         dtype: torch.dtype | None = None,
         pos_slice: int | slice | Sequence[int] | torch.Tensor | None = None,
         incl_bwd: bool = False,
+        remove_batch_dim: bool = False,
         **forward_kwargs: Any,
     ):
         """Run the model and keep the activations of the selected hook points.
@@ -264,7 +316,11 @@ class HookedModelMixin:
             incl_bwd: also run backward and store gradients as `name + "_grad"`: from `labels=` (passed on)
                 or, for a causal LM without labels, the next-token loss of the inputs (padding ignored);
                 for other outputs pass `backward_metric=fn(output) -> scalar`.
-            **forward_kwargs: passed to the forward (attention_mask, labels, ...).
+            remove_batch_dim: drop the batch dimension of a batch-of-one run from every cached value.
+            **forward_kwargs: passed to the forward (attention_mask, labels, `stop_at_layer`, ...).
+
+        Observing never changes the computation: the logits are bit-identical to a plain forward's, whatever
+        is cached (see `workbench.hook_points`).
 
         Returns:
             `(logits, cache)`: logits `[batch, pos, vocab]` for causal LMs and the classification heads (the
@@ -323,6 +379,8 @@ class HookedModelMixin:
         names = sorted(store, key=lambda n: n.endswith("_grad"))  # in firing order, gradients last
         cache = ActivationCache({n: store[n] for n in names}, self, has_batch_dim=True,
                                 pos_sliced=keep is not None)
+        if remove_batch_dim:
+            cache.remove_batch_dim()
         logits = getattr(output, "logits", None)
         if incl_bwd and logits is not None:
             logits = logits.detach()
@@ -365,28 +423,32 @@ def _caller(fn: HookFn) -> Callable[[torch.Tensor, HookPoint], Any]:
     return lambda value, point: fn(value, point)
 
 
-def _forward_wrapper(fn: HookFn):
-    """torch forward hook calling fn(output, hook=point); a returned tensor replaces the output."""
+def _forward_wrapper(fn: HookFn, scope: int | None = None):
+    """torch forward hook calling fn(output, hook=point) where `scope` is open; a returned tensor replaces the
+    output."""
     call = _caller(fn)
 
     def forward_hook(module: HookPoint, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        if not in_scope(scope):  # another thread's (or task's) hook
+            return None
         result = call(output, module)
         if result is not None and not torch.is_tensor(result):
             raise TypeError(f"hook function on {module.name} returned {type(result).__name__}; "
                             "return a Tensor (to replace the activation) or None")
         return result
 
-    forward_hook.wants_grad = getattr(fn, "wants_grad", False)
+    forward_hook.wants_grad, forward_hook.scope = getattr(fn, "wants_grad", False), scope
     return forward_hook
 
 
-def _backward_wrapper(fn: HookFn):
-    """Forward hook that registers fn(grad, hook=point) on the output's gradient (a returned tensor replaces it)."""
+def _backward_wrapper(fn: HookFn, scope: int | None = None):
+    """Forward hook that registers fn(grad, hook=point) on the output's gradient where `scope` is open (a
+    returned tensor replaces the gradient)."""
     call = _caller(fn)
 
     def forward_hook(module: HookPoint, args: tuple, output: torch.Tensor) -> None:
-        if output.requires_grad:
+        if output.requires_grad and in_scope(scope):
             output.register_hook(lambda grad: call(grad, module))
 
-    forward_hook.wants_grad = True  # the gradient must flow through this very value
+    forward_hook.wants_grad, forward_hook.scope = True, scope  # the gradient must flow through this very value
     return forward_hook

@@ -146,6 +146,12 @@ def as_prompts(model: Any, inputs: Inputs) -> list[Prompt]:
     return prompts
 
 
+# Control characters as escapes (`\v`, `\x01`), not the missing-glyph boxes fonts draw for them; `\n` and `\t`
+# stay, the widgets show those as escapes themselves.
+_VISIBLE_CONTROLS = {c: {0: "\\0", 7: "\\a", 8: "\\b", 11: "\\v", 12: "\\f", 13: "\\r", 27: "\\e"}.get(c, f"\\x{c:02x}")
+                     for c in [*range(32), 127] if chr(c) not in "\n\t"}
+
+
 def token_strings(tokenizer: Any, ids: Sequence[int] | torch.Tensor, readable: bool = False) -> list[str]:
     """The string of each token id, decoded on its own (so each position shows exactly its piece).
 
@@ -153,8 +159,8 @@ def token_strings(tokenizer: Any, ids: Sequence[int] | torch.Tensor, readable: b
         tokenizer: anything with `decode(list[int])`, or None (then ids show as `"#123"`).
         ids: token ids `[pos]`.
         readable: for display: a piece that decodes to nothing or to U+FFFD (part of a multi-byte character)
-            shows as its raw vocabulary entry (or `<id>`) instead; False decodes exactly as TransformerLens's
-            `to_str_tokens` does.
+            shows as its raw vocabulary entry (or `<id>`) instead, and control characters as escapes (`"\\v"`);
+            False decodes exactly as TransformerLens's `to_str_tokens` does.
     """
     ids = [int(i) for i in (ids.tolist() if torch.is_tensor(ids) else ids)]
     if tokenizer is None:
@@ -166,4 +172,6 @@ def token_strings(tokenizer: Any, ids: Sequence[int] | torch.Tensor, readable: b
             if s == "" or "\ufffd" in s:
                 raw = convert(i) if convert is not None else None
                 out[k] = raw if isinstance(raw, str) and raw else f"<{i}>"
+            else:
+                out[k] = s.translate(_VISIBLE_CONTROLS)
     return out

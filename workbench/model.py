@@ -382,6 +382,8 @@ class GPTNeoXModel(GPTNeoXPreTrainedModel):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
         return_dict: bool = True,
+        start_at_layer: int | None = None,
+        stop_at_layer: int | None = None,
     ) -> BaseModelOutputWithPast | tuple:
         """Args:
             input_ids: `[b, p]` token ids (or `inputs_embeds` `[b, p, d]`, not both).
@@ -390,9 +392,22 @@ class GPTNeoXModel(GPTNeoXPreTrainedModel):
             head_mask: `[h]` or `[layers, h]` multipliers of the attention probabilities (1 keeps a head).
             past_key_values: a `KVCache` (or transformers' legacy tuple) from an earlier call of this model.
             use_cache: return the cache extended by this call (default: `config.use_cache` in eval mode).
+            start_at_layer: run layers from this one on, with `inputs_embeds` the residual stream entering it
+                (no embedding); python-slice semantics over the layers, as TransformerLens.
+            stop_at_layer: stop before this layer: `last_hidden_state` is then the residual stream entering it
+                (no final LayerNorm), e.g. to harvest activations of early layers cheaply.
         """
-        cache = self._prepare_cache(past_key_values, use_cache, input_ids, inputs_embeds)
+        layers = _layer_range(start_at_layer, stop_at_layer, len(self.layers))
+        partial = start_at_layer is not None or stop_at_layer is not None
+        if partial and (past_key_values is not None or use_cache):
+            raise ValueError("start_at_layer / stop_at_layer run part of the model: they take no KV cache "
+                             "(pass use_cache=False and no past_key_values)")
+        if start_at_layer is not None and inputs_embeds is None:
+            raise ValueError("start_at_layer needs the residual stream entering that layer as inputs_embeds "
+                             "[batch, pos, hidden]")
+        cache = self._prepare_cache(past_key_values, False if partial else use_cache, input_ids, inputs_embeds)
         past = cache.length if cache is not None else 0
+        starts_at_embedding = start_at_layer is None or layers.start == 0
         if inputs_embeds is None:
             inputs_embeds = self.embed_in(input_ids)
         b, p, _ = inputs_embeds.shape
@@ -402,15 +417,16 @@ class GPTNeoXModel(GPTNeoXPreTrainedModel):
 
         mask = AttentionMask.build(attention_mask, p, past + p, inputs_embeds.device)
         rotary = rotary_tables(self.config, position_ids)
-        x = self.emb_dropout(self.hook_embed(inputs_embeds))  # [b, p, d]
+        x = self.emb_dropout(self.hook_embed(inputs_embeds)) if starts_at_embedding else inputs_embeds  # [b, p, d]
         hidden_states, attentions = [], []
-        for i, layer in enumerate(self.layers):
+        for i in layers:
             if output_hidden_states:
                 hidden_states.append(x)
-            x, probs = layer(x, rotary, mask, cache, head_masks[i], output_attentions)
+            x, probs = self.layers[i](x, rotary, mask, cache, head_masks[i], output_attentions)
             if output_attentions:
                 attentions.append(probs)
-        x = self.final_layer_norm(x)
+        if stop_at_layer is None:
+            x = self.final_layer_norm(x)
         if output_hidden_states:
             hidden_states.append(x)
         out = BaseModelOutputWithPast(
@@ -448,13 +464,20 @@ class GPTNeoXForCausalLM(GPTNeoXPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, head_mask=None,
                 past_key_values=None, labels=None, use_cache=None, output_attentions=False,
-                output_hidden_states=False, return_dict=True) -> CausalLMOutputWithPast | tuple:
+                output_hidden_states=False, return_dict=True, start_at_layer=None, stop_at_layer=None
+                ) -> CausalLMOutputWithPast | tuple | torch.Tensor:
         """`labels` `[b, p]`: the loss is next-token cross-entropy, positions labelled -100 ignored.
+
+        `start_at_layer` / `stop_at_layer` as in `GPTNeoXModel.forward`; with `stop_at_layer` the return value
+        is the residual stream `[b, p, d]` entering that layer, as TransformerLens returns it.
 
         Returns `logits` `[b, p, v]` (and `loss`, `past_key_values`, `hidden_states`, `attentions`).
         """
         base = self.gpt_neox(input_ids, attention_mask, position_ids, inputs_embeds, head_mask, past_key_values,
-                             use_cache, output_attentions, output_hidden_states)
+                             use_cache, output_attentions, output_hidden_states, start_at_layer=start_at_layer,
+                             stop_at_layer=stop_at_layer)
+        if stop_at_layer is not None:
+            return base.last_hidden_state
         logits = self.embed_out(base.last_hidden_state)
         loss = None
         if labels is not None:
@@ -468,6 +491,12 @@ class GPTNeoXForCausalLM(GPTNeoXPreTrainedModel):
         from .generation import generate
 
         return generate(self, inputs, **kwargs)
+
+    def as_transformer_lens(self):
+        """A TransformerLens-compatible view of this model (`HookedTransformer`'s API, same modules and weights)."""
+        from .hooked_transformer import HookedTransformerView
+
+        return HookedTransformerView(self)
 
     # Notebook views: lazy one-line calls, so importing the model never imports the widgets (a higher layer).
     def show_attention(self, text_or_tokens, **kwargs):
@@ -649,6 +678,14 @@ def _position_ids(position_ids, attention_mask, batch: int, past: int, length: i
         return torch.arange(past, past + length, device=device).expand(batch, length)
     counted = attention_mask.to(device=device, dtype=torch.long).cumsum(-1) - 1
     return counted.clamp(min=0)[:, -length:]
+
+
+def _layer_range(start: int | None, stop: int | None, n_layers: int) -> range:
+    """The layers a forward runs: `range(n_layers)[start:stop]`, with each bound checked."""
+    for name, value in (("start_at_layer", start), ("stop_at_layer", stop)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not -n_layers <= value <= n_layers):
+            raise ValueError(f"{name} must be an int in [-{n_layers}, {n_layers}] or None, got {value!r}")
+    return range(n_layers)[start:stop]
 
 
 def _per_layer_head_mask(head_mask: torch.Tensor | None, config: GPTNeoXConfig) -> list[torch.Tensor | None]:

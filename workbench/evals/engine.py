@@ -291,7 +291,8 @@ class RequestEngine(TokenRequests):
         """Count a finished batch and report it (`on_done`, then `on_batch`)."""
         self.stats["computed"] += len(done)
         self.stats["batches"] += 1
-        pbar.update(len(done))
+        if done:  # update(0) redraws the bar: each bar printed its 0% line twice (a forward finishing no request)
+            pbar.update(len(done))
         if on_done is not None:
             on_done(done, [results[i] for i in done])
         if self.on_batch is not None:

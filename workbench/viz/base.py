@@ -2,7 +2,8 @@
 
 Live in a kernel, the browser sends `{"type": "request", "id", "what", ...}` custom messages and the widget
 answers `{"type": "response", "id", "ok", "meta"}` plus binary buffers. `to_html` writes the same front-end
-code into one page, where a stand-in model answers those requests from data embedded in the page.
+code into one page, where a stand-in model answers those requests from data embedded in the page. Outside a
+notebook (a REPL, a script) a view's repr says what it shows and how to see it: `view.show()` opens that page.
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
+import sys
+import tempfile
+import webbrowser
 import zlib
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -93,8 +98,9 @@ class VizWidget(anywidget.AnyWidget):
         return {k: getattr(self, k) for k in self._state_keys}
 
     # ---- export
-    def to_html(self, path: str | Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES, title: str | None = None) -> str:
-        """Write one standalone HTML page (data, JS and CSS inline; no kernel, no network).
+    def to_html(self, path: str | Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+                title: str | None = None) -> str | Path:
+        """One standalone HTML page (data, JS and CSS inline; no kernel, no network).
 
         Args:
             path: where to write the page; None only returns it.
@@ -103,14 +109,67 @@ class VizWidget(anywidget.AnyWidget):
             title: the page's <title>.
 
         Returns:
-            The page as a string.
+            The path written (a `Path`), or the page as a string when `path` is None.
         """
+        page = self._page(max_bytes, title)
+        if path is None:
+            return page
+        path = Path(path)
+        path.write_text(page, encoding="utf-8")
+        return path
+
+    def show(self, path: str | Path | None = None) -> Path:
+        """Write the standalone page and open it in a web browser, where there is one (else print its path).
+
+        Args:
+            path: where to write it (default: a new temporary file).
+
+        Returns:
+            The page's path.
+        """
+        if path is None:
+            fd, name = tempfile.mkstemp(prefix=f"{type(self).__name__}-", suffix=".html")
+            os.close(fd)
+            path = name
+        path = Path(self.to_html(path)).resolve()
+        if not _open_in_browser(path.as_uri()):
+            print(f"{type(self).__name__} written to {path}: open it in a web browser")
+        return path
+
+    def __repr__(self) -> str:
+        # AnyWidget's repr is object's (`<... object at 0x...>`): say what this shows and how to see it.
+        name = type(self).__name__
+        return (f"{name}: {self._summary()}\n"
+                f"  view.show() opens it in a web browser; view.to_html(\"{name.lower()}.html\") writes it to a file;\n"
+                "  in Jupyter, a cell that ends with the view displays it")
+
+    def _summary(self) -> str:
+        """What the view holds, read from the traits the views share: texts, layers, heads, rows, title."""
+        facts = []
+        texts = getattr(self, "prompts", None) or getattr(self, "texts", None) or []
+        if texts:
+            counts = sorted({len(x.get("tokens", ())) for x in texts})
+            span = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+            facts.append(f"{len(texts)} text{'s' if len(texts) > 1 else ''} of {span} tokens")
+        if getattr(self, "layers", None):
+            facts.append(f"layers {_ranges(self.layers)}")
+        elif getattr(self, "n_layers", None):
+            facts.append(f"{self.n_layers} layers")
+        if getattr(self, "heads", None):
+            facts.append(f"heads {_ranges(self.heads)}")
+        if getattr(self, "row_labels", None):
+            facts.append(f"{len(self.row_labels)} rows ({self.row_labels[0]} ... {self.row_labels[-1]})")
+        title = getattr(self, "title", "")
+        return ", ".join(([repr(title)] if title else []) + facts)
+
+    def _page(self, max_bytes: int, title: str | None) -> str:
+        """The standalone page (see `to_html`)."""
         if max_bytes < 50_000:
             raise ValueError(f"max_bytes must be at least 50000, got {max_bytes}")
         payload = self._static_payload(max_bytes - 60_000 - len(self._esm) - len(self._css))
         payload["source"] = "standalone page"
         name = title or type(self).__name__
-        boot = (
+        boot = (  # in the same module as the widget's code, so `render` is in scope without being exported
             "\n// ---- standalone bootstrap\n"
             "{\n"
             "  const state = JSON.parse(document.getElementById('wb-state').textContent);\n"
@@ -120,7 +179,7 @@ class VizWidget(anywidget.AnyWidget):
             "  el.dataset.ready = '1';\n"
             "}\n"
         )
-        page = (
+        return (
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(name)}</title>\n<style>\n{self._css}\n</style></head>\n<body>\n"
             '<div id="wb-root"></div>\n'
@@ -128,13 +187,10 @@ class VizWidget(anywidget.AnyWidget):
             f'<script type="application/json" id="wb-data">{_json_for_script(payload)}</script>\n'
             f'<script type="module">\n{self._esm}{boot}</script>\n</body></html>\n'
         )
-        if path is not None:
-            Path(path).write_text(page, encoding="utf-8")
-        return page
 
     def _repr_html_(self) -> str:
         """The standalone page in a sandboxed iframe, for frontends that cannot show widgets."""
-        page = self.to_html(max_bytes=max(self.fallback_max_bytes, 200_000))
+        page = self._page(max(self.fallback_max_bytes, 200_000), None)
         return (
             f'<iframe srcdoc="{html.escape(page, quote=True)}" sandbox="allow-scripts" '
             'style="width:100%;height:760px;border:0"></iframe>'
@@ -148,3 +204,25 @@ class VizWidget(anywidget.AnyWidget):
         data = dict(data)
         data["text/html"] = self._repr_html_()
         return data, meta
+
+
+def _ranges(values: Sequence[int]) -> str:
+    """`[0, 1, 2, 3, 7]` -> `"0-3, 7"`."""
+    out, start = [], None
+    for i, v in enumerate(values):
+        start = v if start is None else start
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            out.append(f"{start}" if start == v else f"{start}-{v}")
+            start = None
+    return ", ".join(out)
+
+
+def _open_in_browser(url: str) -> bool:
+    """Open `url` in a graphical web browser; False where there is none (a server, a container)."""
+    graphical = any(os.environ.get(k) for k in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER"))  # BROWSER: the user's
+    if sys.platform.startswith("linux") and not graphical:
+        return False  # only a console browser (lynx, w3m) could open: it would take over the terminal
+    try:
+        return webbrowser.open(url)
+    except webbrowser.Error:
+        return False

@@ -161,24 +161,27 @@ class TokenView(VizWidget):
         return out
 
     def top_examples(self, layer: int, neuron: int) -> list[dict[str, Any]]:
-        """The `k` highest activations of a neuron over the example texts, each with its context window.
+        """The `k` highest activations of a neuron over the example texts, each with its context window; a
+        position whose window overlaps a higher one's in the same text is skipped (it would show that context
+        again).
 
         Returns:
             list of {"score", "text", "pos", "tokens", "values", "center"} sorted by score, highest first.
         """
-        cands = []
-        for ti, post in enumerate(self._ex_post):
-            acts = post[layer, :, neuron].astype(np.float64)
-            for pos in np.argsort(-acts)[: self._k]:
-                cands.append((float(acts[pos]), ti, int(pos)))
-        cands.sort(key=lambda c: -c[0])
-        out = []
-        for score, ti, pos in cands[: self._k]:
+        acts = [post[layer, :, neuron].astype(np.float64) for post in self._ex_post]
+        order = sorted(((-a[pos], ti, pos) for ti, a in enumerate(acts) for pos in range(len(a))))
+        out: list[dict[str, Any]] = []
+        taken: dict[int, list[tuple[int, int]]] = {}  # text -> windows [lo, hi) shown
+        for neg, ti, pos in order:
+            if len(out) == self._k:
+                break
             lo, hi = max(0, pos - self._window), min(len(self._ex_tokens[ti]), pos + 3)
-            acts = self._ex_post[ti][layer, lo:hi, neuron].astype(np.float64)
+            if any(lo < b and a < hi for a, b in taken.get(ti, ())):
+                continue
+            taken.setdefault(ti, []).append((lo, hi))
             out.append({
-                "score": score, "text": ti, "pos": pos, "tokens": self._ex_tokens[ti][lo:hi],
-                "values": _nan_to_none(acts), "center": pos - lo,
+                "score": float(-neg), "text": ti, "pos": pos, "tokens": self._ex_tokens[ti][lo:hi],
+                "values": _nan_to_none(acts[ti][lo:hi]), "center": pos - lo,
             })  # fmt: skip
         return out
 
