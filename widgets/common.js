@@ -1,10 +1,11 @@
 // Shared helpers for the NeoX Workbench widgets: DOM, colour maps, the request channel to the kernel,
 // and the stand-in model that lets the same widget code run in a standalone page with no kernel.
 
+// An element; its text (always text, never markup) with invisible characters as escapes (see `visible`).
 export function h(tag, cls, text) {
   const e = document.createElement(tag);
   if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
+  if (text !== undefined) e.textContent = visible(text);
   return e;
 }
 
@@ -24,9 +25,19 @@ export function select(label, options, value, onChange) {
   return wrap;
 }
 
-// Visible form of a token: spaces as middle dots at the edges, newlines and tabs as escapes.
+// Characters that would not show, or would reorder or break the text around them: controls, bidi
+// overrides and isolates, line/paragraph separators, lone surrogates.
+const INVISIBLE = /[\u0000-\u0008\u000b-\u001f\u007f\u061c\u200e\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+// `s` with every invisible character as a \uXXXX escape (shown literally, without reordering its neighbours).
+export function visible(s) {
+  return String(s).replace(INVISIBLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
+// Visible form of a token: spaces as middle dots at the edges, newlines and tabs as escapes, other invisible
+// characters as \uXXXX.
 export function showToken(t) {
-  return t.replace(/\n/g, "\\n").replace(/\t/g, "\\t").replace(/^ /, "\u00b7").replace(/ $/, "\u00b7") || "\u2205";
+  return visible(t.replace(/\n/g, "\\n").replace(/\t/g, "\\t")).replace(/^ /, "\u00b7").replace(/ $/, "\u00b7") || "\u2205";
 }
 
 function ramp(stops) {
@@ -165,8 +176,9 @@ export function tooltip(root) {
   };
 }
 
+// `s` as HTML text: markup escaped, invisible characters as escapes.
 export function esc(s) {
-  return String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
+  return visible(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 }
 
 // What every widget starts with: its root element, the request channel to the kernel (or the embedded data),
@@ -183,4 +195,12 @@ export function scaffold(model, el, cls) {
     model.save_changes();
   };
   return { root, bar, set, rq: requester(model), tip: tooltip(root) };
+}
+
+// Standalone pages: what the page left out or rounded to fit its size budget, under the bar of selectors.
+export function pageNotes(el, notes) {
+  if (!notes || !notes.length) return;
+  const root = el.querySelector(".wb") || el;
+  const bar = root.querySelector(".wb-bar");
+  root.insertBefore(h("div", "wb-note", notes.join(" \u00b7 ")), bar ? bar.nextSibling : root.firstChild);
 }

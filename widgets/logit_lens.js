@@ -88,7 +88,7 @@ function render({ model, el }) {
       const lines = grid.top_tokens[r][c].map((t, i) => `${(100 * grid.top_probs[r][c][i]).toFixed(1)}% <b>${esc(showToken(t))}</b>`);
       const tt = grid.target_tokens[c];
       const tgt = tt == null ? "" : `<br>target <b>${esc(showToken(tt))}</b>: p=${grid.target_prob[r][c].toExponential(2)}, rank ${grid.target_rank[r][c]}`;
-      tip.show(ev, `<b>${rows[r]}</b>, position ${c} (${esc(showToken(tokens[c]))})<br>${lines.join("<br>")}${tgt}`);
+      tip.show(ev, `<b>${esc(rows[r])}</b>, position ${c} (${esc(showToken(tokens[c]))})<br>${lines.join("<br>")}${tgt}`);
       table.querySelectorAll(".wb-hot").forEach((e) => e.classList.remove("wb-hot"));
       td.classList.add("wb-hot");
     });
@@ -135,11 +135,23 @@ function render({ model, el }) {
   };
 }
 
+// Rebuilds the grid the kernel would send from the page's compact data (see LogitLensView._export): top tokens
+// once per prompt as indices into one string table, per target its probabilities, ranks and target tokens.
 function staticResponder(data) {
+  const name = (i) => (i == null ? null : data.strings[i]);
   return async (req) => {
     const g = (data.grids[req.prompt] || {})[req.target];
     if (!g) throw new Error(`target ${req.target} was not precomputed for this page (pass targets=[...] before exporting)`);
-    return [{ ...g, source: data.source }, []];
+    const top = data.top[req.prompt];
+    const grid = {
+      top_tokens: top.ids.map((row) => row.map((cell) => cell.map(name))),
+      top_probs: top.probs,
+      target_prob: g.own ? top.probs.map((row) => row.map((cell) => cell[0])) : g.prob,
+      target_rank: g.own ? top.probs.map((row) => row.map(() => 1)) : g.rank,
+      target_tokens: g.own ? top.ids[0].map(() => null) : g.tokens.map(name),
+      vocab: data.vocab, label: g.label, target: req.target, source: data.source,
+    };
+    return [grid, []];
   };
 }
 

@@ -1,7 +1,9 @@
 """Checkpoint I/O in transformers' format: safetensors (single or sharded) and pytorch_model.bin.
 
 Loading builds the model on the meta device and assigns each tensor, already in the target dtype and on the
-target device, so no second full copy of the weights is ever made.
+target device, so no second full copy of the weights is ever made. Without a dtype asked for, every floating-point
+tensor is cast to one dtype chosen as transformers' `dtype="auto"` does (see `default_dtype`). The files an index
+names must lie inside the checkpoint directory; pytorch_model.bin is read with `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import json
 import os
 import re
 import warnings
-from pathlib import Path
+import zipfile
+from pathlib import Path, PurePath
 from typing import Iterator
 
 import torch
@@ -36,7 +39,7 @@ class CheckpointMismatchError(ValueError):
 
 
 def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    """torch.dtype, a name such as "bf16", or None/"auto" (keep the checkpoint's dtype)."""
+    """torch.dtype, a name such as "bf16", or None/"auto" (None: the checkpoint's dtype, see `default_dtype`)."""
     if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):
         return None if dtype == "auto" else dtype
     if isinstance(dtype, str) and dtype.removeprefix("torch.") in DTYPES:
@@ -44,12 +47,33 @@ def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     raise ValueError(f"unknown dtype {dtype!r}; allowed: a torch.dtype, 'auto', or one of {', '.join(DTYPES)}")
 
 
+def parse_device(device: torch.device | str | int | None) -> torch.device:
+    """The device to load onto (None: the CPU), refused before any work when this machine lacks it.
+
+    Raises:
+        ValueError: not a device, or one torch can't reach here (e.g. "cuda" without a GPU, "mps" off a Mac).
+    """
+    try:
+        parsed = torch.device("cpu" if device is None else device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not usable here: {err}; use device='cpu'") from None
+    backend = getattr(torch, parsed.type, None)
+    if parsed.type in ("cpu", "meta") or not hasattr(backend, "is_available"):
+        return parsed
+    if not backend.is_available():
+        raise ValueError(f"device {str(device)!r} is not available here: torch.{parsed.type}.is_available() is "
+                         f"False; use device='cpu'")
+    count = backend.device_count() if hasattr(backend, "device_count") else None
+    if parsed.index is not None and count is not None and parsed.index >= count:
+        raise ValueError(f"device {str(device)!r} is not available here: torch.{parsed.type}.device_count() is {count}")
+    return parsed
+
+
 def weight_files(directory: Path) -> list[Path]:
     """The weight files of a checkpoint directory, safetensors first."""
     for index in (SAFE_INDEX, BIN_INDEX):
         if (directory / index).is_file():
-            weight_map = json.loads((directory / index).read_text())["weight_map"]
-            return [directory / name for name in sorted(set(weight_map.values()))]
+            return index_files(directory / index)
     for single in ("model.safetensors", "pytorch_model.bin"):
         if (directory / single).is_file():
             return [directory / single]
@@ -58,30 +82,107 @@ def weight_files(directory: Path) -> list[Path]:
     )
 
 
+def index_files(index: Path) -> list[Path]:
+    """The weight files a sharded checkpoint's index names (its `weight_map` values), sorted.
+
+    Raises:
+        ValueError: the index is not a JSON object with a `weight_map` dict, or an entry names a file outside the
+            index's directory (`../x`, an absolute path, a symlink leading out); the message names the entry.
+        FileNotFoundError: an entry names a file that does not exist.
+    """
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        if not isinstance(weight_map, dict):
+            raise TypeError(f"weight_map is a {type(weight_map).__name__}")
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{index} is not a checkpoint index (a JSON object with a weight_map dict): {err}") from None
+    return sorted({_shard_path(index.parent, filename, f"{index.name}: weight_map entry {name!r}: {filename!r}")
+                   for name, filename in weight_map.items()})
+
+
+def _shard_path(directory: Path, filename: object, entry: str) -> Path:
+    """`directory / filename`, refused unless it is a file inside `directory` once symlinks are followed (a
+    huggingface_hub snapshot's links into its repository's blobs/ count as inside)."""
+    parts = PurePath(filename).parts if isinstance(filename, str) and filename else None
+    if not parts or PurePath(filename).is_absolute() or ".." in parts:
+        raise ValueError(f"{entry} is not a file name inside the checkpoint directory {directory}; "
+                         f"shard names must be relative paths below it")
+    path = directory / filename
+    try:
+        target, root = path.resolve(), directory.resolve()
+    except (OSError, RuntimeError) as err:  # a symlink loop
+        raise ValueError(f"{entry} can't be resolved: {err}") from None
+    roots = [root, root.parent.parent / "blobs"] if root.parent.name == "snapshots" else [root]
+    if not any(target.is_relative_to(r) for r in roots):
+        raise ValueError(f"{entry} leads to {target}, outside the checkpoint directory {directory} (a symlink?); "
+                         f"shards must lie inside it")
+    if not path.is_file():
+        raise FileNotFoundError(f"{entry}: no such file in {directory}")
+    return path
+
+
+def default_dtype(directory: Path, files: list[Path]) -> torch.dtype | None:
+    """The dtype a checkpoint loads in when none is asked for, as transformers' `dtype="auto"`: config.json's
+    `dtype` (or `torch_dtype`), else that of the first floating-point tensor of the first weight file (tensors in
+    name order for safetensors, stored order for .bin); None when that file holds none.
+
+    Raises:
+        ValueError: config.json's dtype is not the name of a floating-point torch dtype.
+    """
+    path = directory / "config.json"
+    raw = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    key = next((k for k in ("dtype", "torch_dtype") if isinstance(raw, dict) and raw.get(k) is not None), None)
+    if key is None:
+        return _first_float_dtype(files[0])
+    name = raw[key]
+    dtype = getattr(torch, name.removeprefix("torch."), None) if isinstance(name, str) else None
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"{path}: {key} {name!r} is not a floating-point torch dtype; allowed: e.g. 'float32', "
+                         f"'float16', 'bfloat16', or null")
+    return dtype
+
+
+def _first_float_dtype(path: Path) -> torch.dtype | None:
+    """dtype of the first floating-point tensor of one weight file (as transformers' `get_state_dict_dtype`)."""
+    if path.suffix == ".safetensors":
+        dtypes = (_SAFETENSORS_DTYPES.get(info["dtype"]) for _, info in sorted(_safetensors_header(path)[0].items()))
+    else:
+        dtypes = (tensor.dtype for tensor in _load_bin(path, map_location="meta").values())
+    return next((dtype for dtype in dtypes if dtype is not None and dtype.is_floating_point), None)
+
+
 def iter_tensors(files: list[Path], device: torch.device, dtype: torch.dtype | None) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (name, tensor) one at a time, each converted to `dtype` on `device`."""
+    """Yield (name, tensor) one at a time, each on `device`, floating-point ones converted to `dtype`."""
     for path in files:
-        if path.suffix == ".safetensors" and dtype is not None:
+        if path.suffix != ".safetensors":
+            state = _load_bin(path)
+            for name in list(state):
+                yield name, _convert(state.pop(name), dtype).to(device)
+        elif _needs_conversion(path, dtype):
             # Converting: read tensor by tensor. Through a memory map every converted tensor's source pages
             # would stay resident, holding the whole file beside the converted model (2x for fp32 -> bf16).
             yield from _read_safetensors(path, device, dtype)
-        elif path.suffix == ".safetensors":
+        else:
             from safetensors import SafetensorError, safe_open
 
             try:
                 with safe_open(path, framework="pt", device=str(device)) as f:
                     for name in f.keys():
-                        tensor = f.get_tensor(name)
-                        yield name, _convert(tensor, dtype)
+                        yield name, f.get_tensor(name)
             except SafetensorError as err:
                 raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from None
-        else:
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except Exception as err:  # torch raises several types for a damaged pickle/zip
-                raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {err}") from None
-            for name in list(state):
-                yield name, _convert(state.pop(name), dtype).to(device)
+
+
+def _load_bin(path: Path, map_location: str = "cpu") -> dict[str, torch.Tensor]:
+    """The state dict in a pytorch_model.bin, read with `weights_only=True`: memory-mapped in the zip format,
+    whole in the legacy one (`torch.save(..., _use_new_zipfile_serialization=False)`, which can't be mapped)."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as err:  # torch raises several types for a damaged pickle/zip
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {err}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise ValueError(f"{path} holds a {type(state).__name__} that is not a state dict (a dict of name -> tensor)")
+    return state
 
 
 _SAFETENSORS_DTYPES = {
@@ -91,26 +192,45 @@ _SAFETENSORS_DTYPES = {
 }
 
 
-def _read_safetensors(path: Path, device: torch.device, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (name, tensor in `dtype` on `device`) from a safetensors file with plain reads; only one
-    tensor in the file's dtype is in memory at a time."""
+def _safetensors_header(path: Path) -> tuple[dict[str, dict], int]:
+    """A safetensors file's header ({name: {"dtype", "shape", "data_offsets"}}) and where its data starts.
+
+    Raises:
+        ValueError: the file is truncated or is no safetensors file.
+    """
     size = path.stat().st_size
-    with open(path, "rb") as f:
-        try:
+    try:
+        with open(path, "rb") as f:
             header_len = int.from_bytes(f.read(8), "little")
             if header_len > size - 8:
                 raise ValueError(f"header of {header_len} bytes in a file of {size}")
             header = json.loads(f.read(header_len))
-            header.pop("__metadata__", None)
-            data_start = 8 + header_len
-            end = max((info["data_offsets"][1] for info in header.values()), default=0)
-            if data_start + end > size:
-                raise ValueError(f"tensors need {data_start + end} bytes, the file has {size}")
-            unknown = {info["dtype"] for info in header.values()} - set(_SAFETENSORS_DTYPES)
-            if unknown:
-                raise ValueError(f"unsupported tensor dtype(s) {sorted(unknown)}")
-        except (ValueError, KeyError, TypeError, IndexError) as err:
-            raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from None
+        header.pop("__metadata__", None)
+        end = max((info["data_offsets"][1] for info in header.values()), default=0)
+        if 8 + header_len + end > size:
+            raise ValueError(f"tensors need {8 + header_len + end} bytes, the file has {size}")
+        if not all(isinstance(info["dtype"], str) and isinstance(info["shape"], list) for info in header.values()):
+            raise ValueError("a tensor's dtype or shape is malformed")
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from None
+    return header, 8 + header_len
+
+
+def _needs_conversion(path: Path, dtype: torch.dtype | None) -> bool:
+    """Whether a safetensors file holds a floating-point tensor (or one of a dtype we can't name) not in `dtype`."""
+    stored = {_SAFETENSORS_DTYPES.get(info["dtype"]) for info in _safetensors_header(path)[0].values()}
+    return dtype is not None and any(d is None or (d.is_floating_point and d != dtype) for d in stored)
+
+
+def _read_safetensors(path: Path, device: torch.device, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (name, tensor in `dtype` on `device`) from a safetensors file with plain reads; only one
+    tensor in the file's dtype is in memory at a time."""
+    header, data_start = _safetensors_header(path)
+    unknown = {info["dtype"] for info in header.values()} - set(_SAFETENSORS_DTYPES)
+    if unknown:
+        raise ValueError(f"{path} holds tensors of dtype(s) {sorted(unknown)}, which this loader can't convert; "
+                         f"supported: {', '.join(_SAFETENSORS_DTYPES)}")
+    with open(path, "rb") as f:
         for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
             begin, stop = info["data_offsets"]
             raw = torch.empty(stop - begin, dtype=torch.uint8)
@@ -143,47 +263,23 @@ def _model_key(name: str, model: torch.nn.Module) -> str | None:
 
 def load_pretrained(cls, name_or_path, revision=None, dtype=None, device=None, attn_implementation=None, config=None):
     """Build `cls` from a checkpoint; see `GPTNeoXPreTrainedModel.from_pretrained`."""
+    device, target_dtype = parse_device(device), parse_dtype(dtype)  # refused before any work
     directory = resolve_model_dir(name_or_path, revision=revision)
     config = config or GPTNeoXConfig.from_json_file(directory)
     if attn_implementation is not None:
         config.attn_implementation = attn_implementation
         config.validate()
-    target_dtype = parse_dtype(dtype)
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    files = weight_files(directory)
+    if target_dtype is None:
+        target_dtype = default_dtype(directory, files)
     if config.attn_implementation == "flash_attention_2":
         from .attention import require_flash_attention
 
         require_flash_attention(device, target_dtype)
-    files = weight_files(directory)
 
     with torch.device("meta"), _skip_weight_init():
         model = cls(config)
-    expected = model.state_dict()
-    tied = {"embed_out.weight"} if config.tie_word_embeddings and hasattr(model, "embed_out") else set()
-    loaded: dict[str, torch.Tensor] = {}
-    unexpected, mismatched = [], []
-    for name, tensor in iter_tensors(files, device, target_dtype):
-        key = _model_key(name, model)
-        if key is None:
-            continue
-        if key not in expected:
-            if not (key == "embed_out.weight" and not hasattr(model, "embed_out")):  # LM head under another head
-                unexpected.append(name)
-            continue
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            mismatched.append(f"{name}: expected {tuple(expected[key].shape)}, found {tuple(tensor.shape)}")
-            continue
-        loaded[key] = tensor
-    missing = [k for k in expected if k not in loaded and k not in tied]
-    fresh = [k for k in missing if k.split(".")[0] in cls.head_modules]
-    missing = [k for k in missing if k not in fresh]
-    if missing or unexpected or mismatched:
-        lines = [f"checkpoint {directory} does not fit {cls.__name__} built from its config.json:"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
-            if items:
-                lines.append(f"  {title} ({len(items)}): " + "; ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
-        raise CheckpointMismatchError("\n".join(lines))
-
+    loaded, fresh = _fit(model, iter_tensors(files, device, target_dtype), directory)
     model.load_state_dict(loaded, strict=False, assign=True)
     if fresh:  # e.g. a classification head on top of a language-model checkpoint
         warnings.warn(f"{cls.__name__}: newly initialised (not in the checkpoint): {', '.join(fresh)}", stacklevel=3)
@@ -195,6 +291,48 @@ def load_pretrained(cls, name_or_path, revision=None, dtype=None, device=None, a
     model.tie_weights()
     model.eval()
     return attach_tokenizer(model, directory, name_or_path)
+
+
+def _fit(model: torch.nn.Module, tensors: Iterator[tuple[str, torch.Tensor]],
+         directory: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Match a checkpoint's tensors to the (meta-device) model's keys.
+
+    Returns:
+        ({model key: tensor}, the head keys the checkpoint lacks, to be initialised fresh).
+
+    Raises:
+        CheckpointMismatchError: listing every missing key, unexpected key, shape mismatch and non-floating-point
+            tensor for a floating-point weight (e.g. int32), each by name.
+    """
+    expected = model.state_dict()
+    tied = {"embed_out.weight"} if model.config.tie_word_embeddings and hasattr(model, "embed_out") else set()
+    loaded: dict[str, torch.Tensor] = {}
+    unexpected, mismatched, wrong_dtype = [], [], []
+    for name, tensor in tensors:
+        key = _model_key(name, model)
+        if key is None:
+            continue
+        if key not in expected:
+            if not (key == "embed_out.weight" and not hasattr(model, "embed_out")):  # LM head under another head
+                unexpected.append(name)
+        elif tuple(tensor.shape) != tuple(expected[key].shape):
+            mismatched.append(f"{name}: expected {tuple(expected[key].shape)}, found {tuple(tensor.shape)}")
+        elif expected[key].is_floating_point() and not tensor.is_floating_point():
+            wrong_dtype.append(f"{name}: {str(tensor.dtype).removeprefix('torch.')}, expected a floating-point "
+                               f"dtype (float32, float16, bfloat16)")
+        else:
+            loaded[key] = tensor
+    missing = [k for k in expected if k not in loaded and k not in tied]
+    fresh = [k for k in missing if k.split(".")[0] in type(model).head_modules]
+    missing = [k for k in missing if k not in fresh]
+    if missing or unexpected or mismatched or wrong_dtype:
+        lines = [f"checkpoint {directory} does not fit {type(model).__name__} built from its config.json:"]
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                             ("shape mismatches", mismatched), ("dtype mismatches", wrong_dtype)):
+            if items:
+                lines.append(f"  {title} ({len(items)}): " + "; ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
+        raise CheckpointMismatchError("\n".join(lines))
+    return loaded, fresh
 
 
 def attach_tokenizer(model, directory: Path, name_or_path) -> torch.nn.Module:

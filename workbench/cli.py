@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 
 SUBCOMMAND_MODULES = ("workbench.training.cli", "workbench.evals.cli")
@@ -102,12 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors that describe a bad input (an argument, a file, a checkpoint): reported in one line, exit status 2.
+# Anything else is a bug and keeps its traceback; WORKBENCH_DEBUG=1 keeps it for these too.
+USER_ERRORS = (ValueError, TypeError, KeyError, OSError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the `workbench` command; returns the exit status (2, with one line `workbench: error: ...` on
+    stderr, for a bad input)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, OSError, KeyError) as err:
-        print(f"workbench {args.command}: error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        if os.environ.get("WORKBENCH_DEBUG", "") not in ("", "0"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 else err  # KeyError quotes str()
+        print("workbench: error: " + (" ".join(str(message).split()) or type(err).__name__), file=sys.stderr)
         return 2
 
 

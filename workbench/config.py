@@ -3,16 +3,23 @@
 Both layouts of config.json are understood: transformers 4.x (`rotary_pct`, `rotary_emb_base`, `rope_scaling`)
 and 5.x (`rope_parameters` with `partial_rotary_factor`, `rope_theta`, `rope_type`, `factor`). Files are
 written with both, so either major version of transformers reads them.
+
+Every field is checked for type and range whenever a config is built (constructor, `from_dict`,
+`from_json_file`): one error lists every bad field with its value and what is allowed, a TypeError when every
+problem is a wrong type, else a ValueError. Nothing is coerced (`"false"` is not a bool, `"1e-5"` not a number).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, NamedTuple
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "quick_gelu", "relu", "silu", "swish", "tanh")
 ROPE_SCALING_TYPES = ("linear", "dynamic")
@@ -61,11 +68,11 @@ class GPTNeoXConfig:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        self.validate()
         if self.id2label is not None:
             self.id2label = {int(k): v for k, v in self.id2label.items()}
             self.num_labels = len(self.id2label)
         self.rope_scaling = _normalise_rope_scaling(self.rope_scaling)
-        self.validate()
 
     # ---- derived values -------------------------------------------------------------------------
     @property
@@ -74,7 +81,7 @@ class GPTNeoXConfig:
 
     @property
     def rotary_ndims(self) -> int:
-        return int(self.head_size * self.rotary_pct)
+        return _rotary_ndims(self.hidden_size, self.num_attention_heads, self.rotary_pct)
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -83,68 +90,38 @@ class GPTNeoXConfig:
 
     # ---- validation -----------------------------------------------------------------------------
     def validate(self) -> None:
-        """Raise ValueError naming the first field whose value can't describe a model."""
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
-                f"({self.num_attention_heads})"
-            )
-        if self.hidden_act not in ACTIVATIONS:
-            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; allowed: {', '.join(ACTIVATIONS)}")
-        if not 0.0 <= self.rotary_pct <= 1.0:
-            raise ValueError(f"rotary_pct must be in [0, 1], got {self.rotary_pct}")
-        if self.rotary_ndims % 2:
-            raise ValueError(
-                f"rotary dimension int(head_size * rotary_pct) = int({self.head_size} * {self.rotary_pct}) = "
-                f"{self.rotary_ndims} is odd; rotary embeddings rotate pairs of dimensions, so it must be even"
-            )
-        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
-            raise ValueError(
-                f"attn_implementation {self.attn_implementation!r} is not supported; "
-                f"allowed: {', '.join(ATTN_IMPLEMENTATIONS)}"
-            )
-        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
-            raise ValueError(f"problem_type {self.problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}")
-        for name in ("attention_dropout", "hidden_dropout", "classifier_dropout"):
-            if not 0.0 <= float(getattr(self, name)) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        """Check every field's type and range, and the fields against one another.
+
+        Raises:
+            TypeError: every problem is a value of the wrong type (the message lists each field and value).
+            ValueError: some value is out of range (the message lists every bad field, its value, what is allowed).
+        """
+        _raise(_problems({f.name: getattr(self, f.name) for f in dataclasses.fields(self)}))
 
     # ---- serialisation --------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GPTNeoXConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> "GPTNeoXConfig":
         """Build a config from a config.json dictionary in the transformers 4.x or 5.x layout.
 
         Raises:
-            ValueError: a required field is missing, or a value is invalid (the message names the field).
+            TypeError: `data` is not a dict, or every problem found is a value of the wrong type.
+            ValueError: a required field is missing or a value is out of range; one error lists every problem,
+                naming the field as config.json spells it (e.g. `rope_parameters.partial_rotary_factor`).
         """
+        if not isinstance(data, Mapping):
+            raise TypeError(f"config must be a JSON object (a dict of fields), got a {type(data).__name__}")
         data = dict(data)
         missing = [name for name in REQUIRED_FIELDS if name not in data]
-        if missing:
-            raise ValueError(f"config is missing required field(s) {', '.join(missing)}")
-        if data.get("model_type", "gpt_neox") != "gpt_neox":
-            raise ValueError(f"model_type is {data['model_type']!r}; this is a GPT-NeoX ('gpt_neox') implementation")
-        rope = data.pop("rope_parameters", None) or {}
-        if rope:  # transformers 5.x layout
-            data.setdefault("rotary_pct", rope.get("partial_rotary_factor", 0.25))
-            data.setdefault("rotary_emb_base", rope.get("rope_theta", 10000))
-            if rope.get("rope_type", "default") != "default" and not data.get("rope_scaling"):
-                data["rope_scaling"] = {"rope_type": rope["rope_type"], "factor": rope.get("factor")}
-        for key in ("partial_rotary_factor", "rope_theta"):  # flat 5.x spellings
-            if key in data:
-                data.setdefault("rotary_pct" if key == "partial_rotary_factor" else "rotary_emb_base", data[key])
-                data.pop(key)
-        if "attn_implementation" not in data and "_attn_implementation" in data:
-            data["attn_implementation"] = data.pop("_attn_implementation")
-        if data.get("attn_implementation") is None:
-            data.pop("attn_implementation", None)
+        problems = [_Problem(f"missing required field(s) {', '.join(missing)}", False)] if missing else []
+        problems += _field_problems(data, {}, _FILE_CHECKS).values()
+        shown = _translate_5x_layout(data)
         data.pop("label2id", None)
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in data.items() if k in names}
         extra = {k: v for k, v in data.items() if k not in names and k not in _METADATA_KEYS}
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)
+                    if f.default is not dataclasses.MISSING and f.name not in REQUIRED_FIELDS}
+        _raise(problems + _problems({**defaults, **known, "extra": extra}, shown))
         return cls(**known, extra=extra)
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,7 +146,12 @@ class GPTNeoXConfig:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> "GPTNeoXConfig":
-        """Read a config.json file (or the config.json inside a directory)."""
+        """Read a config.json file (or the config.json inside a directory).
+
+        Raises:
+            FileNotFoundError: no such file.
+            ValueError, TypeError: not JSON, or as `from_dict`; the message starts with the file's path.
+        """
         path = Path(path)
         if path.is_dir():
             path = path / "config.json"
@@ -177,12 +159,12 @@ class GPTNeoXConfig:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise FileNotFoundError(f"no config.json at {path}") from None
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{path} is not valid JSON: {err}") from None
         try:
             return cls.from_dict(data)
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"{path}: {err}") from None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, revision: str | None = None) -> "GPTNeoXConfig":
@@ -200,18 +182,201 @@ class GPTNeoXConfig:
         return path
 
 
-def _normalise_rope_scaling(scaling: dict | None) -> dict | None:
-    """Accept `{"type"| "rope_type": ..., "factor": ...}`; return `{"rope_type", "factor"}` or None."""
-    if not scaling:
+_5X_NAMES = (("partial_rotary_factor", "rotary_pct"), ("rope_theta", "rotary_emb_base"))
+
+
+def _translate_5x_layout(data: dict[str, Any]) -> dict[str, str]:
+    """Rewrite transformers 5.x spellings in `data` as our fields, in place (4.x spellings win where both are
+    given). Returns {our field: the config.json name its value came from}, for error messages."""
+    shown: dict[str, str] = {}
+
+    def take(name: str, value: Any, source: str) -> None:
+        if name not in data:
+            data[name], shown[name] = value, source
+
+    rope = data.pop("rope_parameters", None)
+    if isinstance(rope, dict):  # another type is reported by _FILE_CHECKS
+        for key, name in _5X_NAMES:
+            if key in rope:
+                take(name, rope[key], f"rope_parameters.{key}")
+        if rope.get("rope_type", "default") != "default" and not data.get("rope_scaling"):
+            data.pop("rope_scaling", None)
+            take("rope_scaling", {"rope_type": rope["rope_type"], "factor": rope.get("factor")}, "rope_parameters")
+    for key, name in (*_5X_NAMES, ("_attn_implementation", "attn_implementation")):  # flat 5.x spellings
+        if key in data:
+            take(name, data.pop(key), key)
+    if data.get("attn_implementation") is None:
+        data.pop("attn_implementation", None)
+    return shown
+
+
+# ---- field checks ---------------------------------------------------------------------------------
+_MAX_INT = 2**31 - 1
+
+
+class _Problem(NamedTuple):
+    message: str
+    is_type: bool  # the value has the wrong type (TypeError when every problem is one)
+
+
+def _show(value: Any) -> str:
+    """repr of a value, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_finite(value: Real) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float's range
+        return False
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """What one field accepts: a value of `types` (a bool is never taken for a number) for which `ok` holds,
+    or None when `optional`; `allowed` says so in words."""
+
+    types: tuple[type, ...]
+    allowed: str
+    ok: Callable[[Any], bool] = lambda value: True
+    optional: bool = False
+
+    def __call__(self, name: str, value: Any) -> _Problem | None:
+        if value is None and self.optional:
+            return None
+        allowed = f"None or {self.allowed}" if self.optional else self.allowed
+        if not isinstance(value, self.types) or (isinstance(value, bool) and bool not in self.types):
+            return _Problem(f"{name} {_show(value)} has type {type(value).__name__}; allowed: {allowed}", True)
+        if not self.ok(value):
+            return _Problem(f"{name} {_show(value)} is invalid; allowed: {allowed}", False)
+        return None
+
+
+def _integer(low: int) -> _Rule:
+    return _Rule((Integral,), f"an integer from {low} to 2**31 - 1", lambda v: low <= v <= _MAX_INT)
+
+
+def _number(allowed: str, ok: Callable[[Real], bool]) -> _Rule:
+    return _Rule((Real,), f"a finite number {allowed}", lambda v: _is_finite(v) and ok(v))
+
+
+def _choice(options: tuple[str, ...], optional: bool = False) -> _Rule:
+    return _Rule((str,), ", ".join(options), lambda v: v in options, optional)
+
+
+def _is_token_id(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool) and 0 <= value <= _MAX_INT
+
+
+def _is_id2label(mapping: dict) -> bool:
+    """Non-empty, labels are strings, ids are distinct integers >= 0 (or their decimal strings, as in JSON)."""
+    ids = [int(k) if isinstance(k, str) and re.fullmatch(r"[0-9]{1,10}", k) else k for k in mapping]
+    return bool(ids) and all(map(_is_token_id, ids)) and len(set(ids)) == len(ids) \
+        and all(isinstance(v, str) for v in mapping.values())
+
+
+def _rope_scaling_problem(name: str, scaling: Any) -> _Problem | None:
+    """None, or a dict `{"type" | "rope_type": "linear" | "dynamic" | "default", "factor": number > 1}`."""
+    if scaling is None:
         return None
     if not isinstance(scaling, dict):
-        raise ValueError(f"rope_scaling must be a dict like {{'type': 'linear', 'factor': 2.0}}, got {scaling!r}")
+        return _Problem(f"{name} must be None or a dict like {{'type': 'linear', 'factor': 2.0}}, got "
+                        f"{_show(scaling)} of type {type(scaling).__name__}", True)
     kind = scaling.get("rope_type", scaling.get("type"))
     if kind in (None, "default"):
         return None
     if kind not in ROPE_SCALING_TYPES:
-        raise ValueError(f"rope_scaling type {kind!r} is not supported; allowed: {', '.join(ROPE_SCALING_TYPES)}")
+        return _Problem(f"{name} type {_show(kind)} is not supported; allowed: {', '.join(ROPE_SCALING_TYPES)}", False)
     factor = scaling.get("factor")
-    if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 1.0:
-        raise ValueError(f"rope_scaling factor must be a number > 1, got {factor!r}")
-    return {"rope_type": kind, "factor": float(factor)}
+    if not isinstance(factor, Real) or isinstance(factor, bool) or not _is_finite(factor) or factor <= 1.0:
+        return _Problem(f"{name} factor must be a number > 1, got {_show(factor)}", False)
+    return None
+
+
+# Keys to_dict writes or from_dict reads: an `extra` entry of one of these names would overwrite it in config.json.
+_OUR_KEYS = {f.name for f in dataclasses.fields(GPTNeoXConfig)} | _METADATA_KEYS | {
+    "label2id", "rope_parameters", "partial_rotary_factor", "rope_theta", "_attn_implementation"}
+_TOKEN_ID = "a token id (an integer from 0 to 2**31 - 1)"
+_CHECKS: dict[str, Callable[[str, Any], _Problem | None]] = {
+    **{name: _integer(1) for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                                      "intermediate_size", "max_position_embeddings", "num_labels")},
+    "hidden_act": _choice(ACTIVATIONS),
+    "attn_implementation": _choice(ATTN_IMPLEMENTATIONS),
+    "problem_type": _choice(PROBLEM_TYPES, optional=True),
+    "rotary_pct": _number("in (0, 1]", lambda v: 0 < v <= 1),
+    "rotary_emb_base": _number("> 0", lambda v: v > 0),
+    **{name: _number("in [0, 1)", lambda v: 0 <= v < 1)
+       for name in ("attention_dropout", "hidden_dropout", "classifier_dropout")},
+    "initializer_range": _number(">= 0", lambda v: v >= 0),
+    "layer_norm_eps": _number("> 0", lambda v: v > 0),
+    **{name: _Rule((bool,), "a bool (true or false)")
+       for name in ("use_cache", "tie_word_embeddings", "use_parallel_residual", "attention_bias")},
+    "bos_token_id": _Rule((Integral,), _TOKEN_ID, _is_token_id, optional=True),
+    "pad_token_id": _Rule((Integral,), _TOKEN_ID, _is_token_id, optional=True),
+    "eos_token_id": _Rule((Integral, list), f"{_TOKEN_ID} or a non-empty list of them",
+                          lambda v: _is_token_id(v) or (isinstance(v, list) and bool(v) and all(map(_is_token_id, v))),
+                          optional=True),
+    "id2label": _Rule((dict,), "a non-empty dict {id: label} with distinct integer ids >= 0 (or their strings) "
+                               "and string labels", _is_id2label, optional=True),
+    "rope_scaling": _rope_scaling_problem,
+    "extra": _Rule((dict,), "a dict of further config.json fields, keyed by names that are no field or key of ours",
+                   lambda d: all(isinstance(k, str) and k not in _OUR_KEYS for k in d)),
+}
+# Keys of config.json that are no field of ours but are checked before they are translated or dropped.
+_FILE_CHECKS: dict[str, Callable[[str, Any], _Problem | None]] = {
+    "model_type": _choice(("gpt_neox",)),
+    "rope_parameters": _Rule((dict,), "a dict with rope_type, rope_theta, partial_rotary_factor (and factor)",
+                             optional=True),
+}
+
+
+def _rotary_ndims(hidden_size: int, num_attention_heads: int, rotary_pct: float) -> int:
+    """int(head_size * rotary_pct), truncated as transformers does."""
+    return int(hidden_size // num_attention_heads * rotary_pct)
+
+
+def _field_problems(values: Mapping[str, Any], shown: Mapping[str, str],
+                    checks: Mapping[str, Callable[[str, Any], _Problem | None]]) -> dict[str, _Problem]:
+    """{field: its problem} for each field of `values` that `checks` refuses, named as `shown` spells it."""
+    return {name: problem for name, check in checks.items()
+            if name in values and (problem := check(shown.get(name, name), values[name]))}
+
+
+def _problems(values: Mapping[str, Any], shown: Mapping[str, str] | None = None) -> list[_Problem]:
+    """Every problem of the field values given: each field alone, then (once all of them are there and valid)
+    their agreement."""
+    found = _field_problems(values, shown or {}, _CHECKS)
+    involved = ("hidden_size", "num_attention_heads", "rotary_pct")
+    if found.keys() & set(involved) or not set(involved) <= values.keys():
+        return list(found.values())
+    return list(found.values()) + _shape_problems(*(values[name] for name in involved))
+
+
+def _shape_problems(hidden_size: int, num_attention_heads: int, rotary_pct: float) -> list[_Problem]:
+    """Head and rotary sizes that the three (each valid) fields imply but a model can't have."""
+    if hidden_size % num_attention_heads:
+        return [_Problem(f"hidden_size ({hidden_size}) must be divisible by num_attention_heads "
+                         f"({num_attention_heads})", False)]
+    head_size, ndims = hidden_size // num_attention_heads, _rotary_ndims(hidden_size, num_attention_heads, rotary_pct)
+    if ndims % 2:
+        return [_Problem(
+            f"rotary dimension int(head_size * rotary_pct) = int({head_size} * {rotary_pct}) = {ndims} is odd "
+            f"(head_size = hidden_size // num_attention_heads = {hidden_size} // {num_attention_heads}); rotary "
+            f"embeddings rotate pairs of dimensions, so it must be even", False)]
+    return []
+
+
+def _raise(problems: list[_Problem]) -> None:
+    """One error listing every problem: TypeError when each is a wrong type, else ValueError."""
+    if problems:
+        error = TypeError if all(p.is_type for p in problems) else ValueError
+        raise error("invalid config: " + "; ".join(p.message for p in problems))
+
+
+def _normalise_rope_scaling(scaling: dict | None) -> dict | None:
+    """A valid `rope_scaling` (see `_rope_scaling_problem`) as `{"rope_type", "factor"}`, or None."""
+    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type"))
+    if kind in (None, "default"):
+        return None
+    return {"rope_type": kind, "factor": float(scaling["factor"])}

@@ -6,14 +6,22 @@ greedy decoding matches transformers' `generate` token for token, with or withou
 reproducible with `seed`. A row stops at `max_new_tokens`, at an EOS id, or once its decoded continuation
 contains a stop string (lm-eval's `until`); text output is cut before the stop string, as lm-eval cuts it.
 A `streamer` (transformers' protocol: `put(ids)`, `end()`) sees the prompt, then each step's tokens.
+
+Arguments are checked before anything runs: a bad one raises a ValueError naming it, its value and what is
+allowed (`max_new_tokens=2.5`, an EOS id outside the vocabulary, an empty prompt in a batch ...). Generating past
+`config.max_position_embeddings` is allowed, as in transformers (rotary positions extend, the model was just
+never trained there), with one `UserWarning` (transformers logs a once-per-process warning there).
 """
 
 from __future__ import annotations
 
 import contextlib
+import numbers
+import operator
 import sys
+import warnings
 from dataclasses import dataclass
-from typing import Any, Sequence, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 import torch
 from tqdm.auto import tqdm
@@ -50,17 +58,20 @@ def generate(
 
     Args:
         model: a `GPTNeoXForCausalLM` (with `model.tokenizer` for string prompts).
-        inputs: token ids `[batch, pos]` (left-padded, with `attention_mask`), a string, or a list of strings.
+        inputs: token ids `[batch, pos]` (left-padded, with `attention_mask`), a string, or a list of strings;
+            every prompt needs at least one token.
         max_length: total length (prompt + new tokens); `max_new_tokens` counts new tokens only (default 20).
+            Both are positive ints; past `config.max_position_embeddings` generation goes on with a warning.
         do_sample, temperature, top_k, top_p: sampling controls; greedy when `do_sample` is False. No top-k
             unless given (transformers' GenerationConfig samples with top_k=50 by default).
-        eos_token_id: stop a row once it emits this id (default `config.eos_token_id`); later positions get
-            `pad_token_id` (default: config's, the tokenizer's, else the EOS id).
+        eos_token_id: stop a row once it emits this id, or any of a list (default `config.eos_token_id`); later
+            positions get `pad_token_id` (default: config's, the tokenizer's, else the EOS id). Ids must lie in
+            `[0, config.vocab_size)`.
         seed: seeds a private generator, so sampling is reproducible and leaves torch's global RNG alone.
         fwd_hooks: `[(hook_name_or_predicate, fn)]` active for every step (see `workbench.hooks`).
         return_full_text: for string prompts, return prompt + continuation (True) or the continuation only.
-        stop_strings: stop a row once its decoded continuation contains one of them (later positions get
-            `pad_token_id`); string output is cut before the first one (`cut_at_stop`).
+        stop_strings: a str or a list of them: stop a row once its decoded continuation contains one (later
+            positions get `pad_token_id`); string output is cut before the first one (`cut_at_stop`).
         tokenizer: tokenises string prompts and decodes continuations (default `model.tokenizer`); anything with
             `decode(ids, skip_special_tokens=True)` serves for token-id prompts.
         repetition_penalty: > 0; the logits of tokens already in the row (prompt without padding, and generated)
@@ -81,9 +92,11 @@ def generate(
     ids, mask = _prompt_tensors(model, tokenizer, inputs, attention_mask)
     prompt_len = ids.shape[1]
     new_tokens = _count_new_tokens(max_length, max_new_tokens, prompt_len)
-    eos_ids = _as_id_list(eos_token_id if eos_token_id is not None else model.config.eos_token_id)
+    vocab = model.config.vocab_size
+    eos_name = "eos_token_id" if eos_token_id is not None else "model.config.eos_token_id"
+    eos_ids = _token_ids(eos_token_id if eos_token_id is not None else model.config.eos_token_id, eos_name, vocab)
     pad_id = _pad_id(model, tokenizer, pad_token_id, eos_ids)
-    stops = [s for s in stop_strings or () if s]
+    stops = _stop_strings(stop_strings)
     if stops and tokenizer is None:
         raise ValueError("stop_strings need a tokenizer to decode with: pass tokenizer= or use model.tokenizer")
     if streamer is not None and not all(callable(getattr(streamer, m, None)) for m in ("put", "end")):
@@ -111,7 +124,13 @@ def _decode_loop(model, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int, 
     if streamer is not None:
         streamer.put(ids.cpu())
     step_ids, cur = ids, prompt_len
+    limit = model.config.max_position_embeddings
+    warn_at = max(limit + 1, prompt_len)  # the length at which a forward first runs at position `limit`
     for step in tqdm(range(new_tokens), desc="generate", disable=not progress):
+        if cur == warn_at:
+            warnings.warn(f"generation has exceeded the model's max_position_embeddings ({limit}): rotary positions "
+                          "continue, but the model was never trained there; expect degraded text (transformers "
+                          "warns the same)", UserWarning, stacklevel=3)
         hidden = model.gpt_neox(step_ids, attention_mask=mask, past_key_values=cache, use_cache=True)
         logits = model.embed_out(hidden.last_hidden_state[:, -1]).float()  # [batch, vocab]
         token = decoding.next_token(logits, out[:, :cur], seen, step)
@@ -153,10 +172,21 @@ class _Decoding:
               repetition_penalty: float, no_repeat_ngram_size: int, min_new_tokens: int, new_tokens: int,
               eos_ids: list[int], seed: int | None, device: torch.device) -> "_Decoding":
         """Checked settings (a ValueError names the argument and its allowed range)."""
-        _check_sampling(temperature, top_k, top_p)
-        _check_processors(repetition_penalty, no_repeat_ngram_size, min_new_tokens, new_tokens)
+        if not isinstance(do_sample, bool):
+            raise ValueError(f"do_sample must be True or False, got {do_sample!r}")
+        temperature = _real_arg(temperature, "temperature", "> 0", lambda x: x > 0)
+        top_k = None if top_k is None else _int_arg(top_k, "top_k", "a positive integer or None", 1)
+        top_p = None if top_p is None else _real_arg(top_p, "top_p", "in (0, 1]", lambda x: 0 < x <= 1)
+        repetition_penalty = _real_arg(repetition_penalty, "repetition_penalty", "a number > 0 (1.0: no penalty)",
+                                       lambda x: x > 0)
+        no_repeat_ngram_size = _int_arg(no_repeat_ngram_size, "no_repeat_ngram_size",
+                                        "a non-negative integer (0: off)", 0)
+        min_new_tokens = _int_arg(min_new_tokens, "min_new_tokens",
+                                  f"an integer in [0, {new_tokens}] (the new-token count)", 0, new_tokens)
+        if seed is not None:
+            seed = _int_arg(seed, "seed", "an int in [0, 2**64) or None", 0, 2**64 - 1)
         generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-        return cls(do_sample, temperature, top_k, top_p, float(repetition_penalty), no_repeat_ngram_size,
+        return cls(do_sample, temperature, top_k, top_p, repetition_penalty, no_repeat_ngram_size,
                    min_new_tokens, torch.tensor(eos_ids, dtype=torch.long, device=device), generator)
 
     def seen_tokens(self, ids: torch.Tensor, mask: torch.Tensor, vocab: int) -> torch.Tensor | None:
@@ -177,6 +207,8 @@ class _Decoding:
             logits = _ban_repeated_ngrams(logits, ids, self.no_repeat_ngram_size)
         if step < self.min_new_tokens and self.eos.numel():
             logits = logits.index_fill(-1, self.eos, float("-inf"))
+        if seen is not None or self.no_repeat_ngram_size or step < self.min_new_tokens:
+            _check_some_allowed(logits, step)
         if not self.do_sample:
             return logits.argmax(dim=-1)
         probs = torch.softmax(_warp(logits, self.temperature, self.top_k, self.top_p), dim=-1)
@@ -206,9 +238,21 @@ def _ban_repeated_ngrams(logits: torch.Tensor, ids: torch.Tensor, n: int) -> tor
     return logits.masked_fill(banned[:, :vocab], float("-inf"))
 
 
+def _check_some_allowed(logits: torch.Tensor, step: int) -> None:
+    """ValueError naming the first row of `[batch, vocab]` logits in which the processors banned every token."""
+    stuck = (logits.amax(dim=-1) == float("-inf")).nonzero().flatten().tolist()
+    if stuck:
+        raise ValueError(f"at new token {step}, row {stuck[0]} has no allowed token left: no_repeat_ngram_size, "
+                         "min_new_tokens (EOS ids) and repetition_penalty together ban the whole vocabulary")
+
+
 def _warp(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> torch.Tensor:
-    """Temperature, then top-k, then nucleus (top-p) filtering of `[batch, vocab]` logits."""
-    logits = logits / temperature
+    """Temperature, then top-k, then nucleus (top-p) filtering of `[batch, vocab]` logits.
+
+    Extreme temperatures stay finite: an overflow to +inf (tiny temperature) becomes the largest float, and
+    -inf / inf (infinite temperature on a banned token) stays -inf, so the probabilities never turn NaN.
+    """
+    logits = torch.nan_to_num(logits / temperature, nan=float("-inf"), posinf=torch.finfo(logits.dtype).max)
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -327,59 +371,95 @@ def _texts(tokenizer, out: torch.Tensor, prompt_len: int, stops: list[str], full
 
 
 def _prompt_tensors(model, tokenizer, inputs, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids and mask `[batch, pos]` on the model's device; strings are tokenised with left padding."""
+    """Token ids and mask `[batch, pos]` on the model's device; strings are tokenised with left padding.
+
+    Raises:
+        ValueError: a row without any token (it would generate from padding alone), or right padding.
+    """
     if is_text(inputs):
         if tokenizer is None:
             raise ValueError("string prompts need model.tokenizer; load with workbench.load() or pass token ids")
-        return encode_texts(tokenizer, inputs, padding_side="left", device=model.device)
-    ids, mask = as_token_batch(model, inputs, attention_mask)
-    mask = torch.ones_like(ids) if mask is None else mask
-    if ids.shape[1] and bool((mask[:, -1] == 0).any()):
+        ids, mask = encode_texts(tokenizer, inputs, padding_side="left", device=model.device)
+    else:
+        ids, mask = as_token_batch(model, inputs, attention_mask)
+        mask = torch.ones_like(ids) if mask is None else mask
+    empty = (mask.sum(dim=-1) == 0).nonzero().flatten().tolist()
+    if empty:
+        row = empty[0]
+        text = "" if not is_text(inputs) else f" {inputs if isinstance(inputs, str) else inputs[row]!r}"
+        raise ValueError(f"prompt {row}{text} has no tokens (rows {empty[:10]} are empty or all padding); "
+                         "every prompt needs at least one token")
+    if bool((mask[:, -1] == 0).any()):
         raise ValueError("prompts are right-padded; generation appends on the right, so pad on the left")
     return ids, mask
 
 
 def _count_new_tokens(max_length: int | None, max_new_tokens: int | None, prompt_len: int) -> int:
+    """The number of new tokens: `max_new_tokens` (default 20), or `max_length` less the prompt."""
     if max_new_tokens is not None and max_length is not None:
         raise ValueError("give max_new_tokens or max_length, not both")
-    if max_new_tokens is None:
-        max_new_tokens = 20 if max_length is None else max_length - prompt_len
-    if max_new_tokens < 1:
-        raise ValueError(f"nothing to generate: {max_new_tokens} new tokens (prompt has {prompt_len} tokens)")
-    return int(max_new_tokens)
+    if max_new_tokens is not None:
+        return _int_arg(max_new_tokens, "max_new_tokens", "a positive int", 1)
+    if max_length is None:
+        return 20
+    new_tokens = _int_arg(max_length, "max_length", "a positive int", 1) - prompt_len
+    if new_tokens < 1:
+        raise ValueError(f"nothing to generate: max_length={max_length} but the prompt has {prompt_len} tokens")
+    return new_tokens
 
 
-def _check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+def _int_arg(value: Any, name: str, allowed: str, low: int, high: int | None = None) -> int:
+    """`value` as an int in [low, high] (any integer type; not bool, not a float such as 2.0 or 2.5), else a
+    ValueError `"{name} must be {allowed}, got {value!r}"`."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or number < low or (high is not None and number > high):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return number
 
 
-def _check_processors(repetition_penalty: float, no_repeat_ngram_size: int, min_new_tokens: int,
-                      new_tokens: int) -> None:
-    def is_int(x: Any) -> bool:
-        return isinstance(x, int) and not isinstance(x, bool)
-
-    if not (is_int(repetition_penalty) or isinstance(repetition_penalty, float)) or not repetition_penalty > 0:
-        raise ValueError(f"repetition_penalty must be a number > 0 (1.0: no penalty), got {repetition_penalty!r}")
-    if not is_int(no_repeat_ngram_size) or no_repeat_ngram_size < 0:
-        raise ValueError(f"no_repeat_ngram_size must be a non-negative integer (0: off), got {no_repeat_ngram_size!r}")
-    if not is_int(min_new_tokens) or not 0 <= min_new_tokens <= new_tokens:
-        raise ValueError(f"min_new_tokens must be an integer in [0, {new_tokens}] (the new-token count), "
-                         f"got {min_new_tokens!r}")
+def _real_arg(value: Any, name: str, allowed: str, ok: Callable[[float], bool]) -> float:
+    """`value` as a float (a real number, not bool or NaN) for which `ok(value)` holds, else a ValueError."""
+    try:
+        number = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
+    except OverflowError:  # an int too large for a float
+        number = None
+    if number is None or not ok(number):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return number
 
 
-def _as_id_list(ids: int | Sequence[int] | None) -> list[int]:
-    if ids is None:
+def _token_ids(value: Any, name: str, vocab: int) -> list[int]:
+    """None, an id or a sequence of ids (list, tuple, 1-D tensor) -> ids, each checked to be in [0, vocab)."""
+    if value is None:
         return []
-    return [int(ids)] if isinstance(ids, int) else [int(i) for i in ids]
+    items = value.tolist() if hasattr(value, "tolist") else value  # tensors, arrays, numpy scalars
+    items = list(items) if isinstance(items, (list, tuple)) else [items]
+    allowed = f"an int in [0, {vocab}) (the vocabulary) or a list of them"
+    return [_int_arg(i, name, allowed, 0, vocab - 1) for i in items]
+
+
+def _stop_strings(stop_strings: Any) -> list[str]:
+    """None, one string or a sequence of strings -> the non-empty stop strings."""
+    if stop_strings is None:
+        return []
+    items = [stop_strings] if isinstance(stop_strings, str) else stop_strings
+    if not isinstance(items, (list, tuple)) or not all(isinstance(s, str) for s in items):
+        raise ValueError(f"stop_strings must be a str or a list of str, got {stop_strings!r}")
+    return [s for s in items if s]
 
 
 def _pad_id(model, tokenizer, pad_token_id: int | None, eos_ids: list[int]) -> int:
-    for candidate in (pad_token_id, model.config.pad_token_id, getattr(tokenizer, "pad_token_id", None)):
+    """`pad_token_id`, else the config's, else the tokenizer's (checked to be in the vocabulary), else the first
+    EOS id, else 0."""
+    vocab = model.config.vocab_size
+    sources = (("pad_token_id", pad_token_id), ("model.config.pad_token_id", model.config.pad_token_id),
+               ("tokenizer.pad_token_id", getattr(tokenizer, "pad_token_id", None)))
+    for name, candidate in sources:
         if candidate is not None:
-            return int(candidate)
+            return _int_arg(candidate, name, f"an int in [0, {vocab}) (the vocabulary)", 0, vocab - 1)
     return eos_ids[0] if eos_ids else 0

@@ -8,6 +8,13 @@ bit-identical to a plain one, in every dtype and backend: values off the forward
 (`HookPoint.observe`). Only a hook that returns a replacement, edits its value in place, or takes its gradient
 routes the forward through that value. Hook functions are called as TransformerLens calls them,
 `fn(value, hook=point)` (positionally when `fn` has no `hook` parameter).
+
+What a hook may return (forward and backward alike, checked by `_replacement`): None or the value itself (kept:
+returning the very object it was given counts as "not replaced"), or a tensor of exactly the value's shape on
+its device. A floating tensor of another dtype is cast back to the value's dtype (so a hook may compute in
+float64 on a bf16 model); an integer, bool or complex tensor is refused, as are scalars and broadcastable
+shapes (TransformerLens uses whatever is returned; a silent broadcast is a wrong result). Every error names the
+hook point.
 """
 
 from __future__ import annotations
@@ -388,17 +395,56 @@ class HookedModelMixin:
 
 
 def _position_selector(pos_slice: Any) -> Callable[[torch.Tensor, int], torch.Tensor] | None:
-    """pos_slice -> fn(tensor, dim) keeping those positions (an int drops the dimension)."""
+    """pos_slice -> fn(tensor, dim) keeping those positions of `dim` (an int drops the dimension).
+
+    Args:
+        pos_slice: None, an int, a slice (step >= 1), or 1-D integer positions (list, tuple, tensor, array);
+            negative positions count from the end.
+
+    Raises:
+        TypeError: anything else (floats, bools, strings ...).
+        ValueError: a slice step < 1, or positions that are not 1-D.
+        IndexError (when applied): a position outside [-n, n) for a dimension of n positions.
+    """
     if pos_slice is None:
         return None
-    if isinstance(pos_slice, int):
-        return lambda t, dim: t.select(dim, pos_slice)
     if isinstance(pos_slice, slice):
-        return lambda t, dim: t[(slice(None),) * dim + (pos_slice,)]
-    index = torch.as_tensor(pos_slice, dtype=torch.long)
-    if index.dim() != 1:
-        raise ValueError(f"pos_slice must be an int, a slice or a 1-D list of positions, got shape {tuple(index.shape)}")
-    return lambda t, dim: t.index_select(dim, index.to(t.device) % t.shape[dim])
+        parts = (pos_slice.start, pos_slice.stop, pos_slice.step)
+        if any(p is not None and (isinstance(p, bool) or not isinstance(p, int)) for p in parts):
+            raise TypeError(f"pos_slice {pos_slice!r}: a slice's start, stop and step must be ints or None")
+        if pos_slice.step is not None and pos_slice.step < 1:
+            raise ValueError(f"pos_slice {pos_slice!r}: the step must be >= 1")
+        return lambda t, dim: t[(slice(None),) * (dim % t.dim()) + (pos_slice,)]
+    index = _positions(pos_slice)
+
+    def keep(t: torch.Tensor, dim: int) -> torch.Tensor:
+        n = t.shape[dim]
+        bad = index[(index < -n) | (index >= n)]
+        if bad.numel():
+            shown = int(index) if index.dim() == 0 else bad.tolist()[:5]
+            raise IndexError(f"pos_slice {shown} is out of range for {n} positions (allowed: -{n} to {n - 1})")
+        wrapped = torch.where(index < 0, index + n, index)
+        return t.select(dim, int(wrapped)) if index.dim() == 0 else t.index_select(dim, wrapped.to(t.device))
+
+    return keep
+
+
+def _positions(pos_slice: Any) -> torch.Tensor:
+    """An int (0-d) or 1-D integer positions as a CPU long tensor (TypeError / ValueError naming pos_slice)."""
+    allowed = "an int, a slice or a 1-D list of int positions"
+    if isinstance(pos_slice, (bool, str, bytes)):
+        raise TypeError(f"pos_slice must be {allowed}, got {pos_slice!r}")
+    try:
+        index = torch.as_tensor(pos_slice, device="cpu")
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"pos_slice must be {allowed}, got {type(pos_slice).__name__}") from error
+    if index.numel() == 0 and index.dim() == 1:
+        return index.long()  # [] is float32 to torch
+    if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
+        raise TypeError(f"pos_slice must be {allowed}, got dtype {index.dtype}")
+    if index.dim() > 1:
+        raise ValueError(f"pos_slice must be {allowed}, got shape {tuple(index.shape)}")
+    return index.long()
 
 
 def _pairs(hooks: Any, what: str) -> list[tuple[Any, HookFn]]:
@@ -423,19 +469,45 @@ def _caller(fn: HookFn) -> Callable[[torch.Tensor, HookPoint], Any]:
     return lambda value, point: fn(value, point)
 
 
+def _replacement(result: Any, value: torch.Tensor, point: HookPoint, what: str) -> torch.Tensor | None:
+    """A hook's return value, checked against the `value` (activation or gradient) it was given.
+
+    Returns:
+        None or `value` itself (kept), or a tensor of `value`'s shape, device and dtype (another floating dtype
+        is cast back to `value.dtype`).
+
+    Raises:
+        TypeError: neither a tensor nor None, or a non-floating tensor.
+        ValueError: another shape (scalars included) or another device.
+    """
+    if result is None or result is value:
+        return result
+    where = f"hook function on {point.name}"
+    if not torch.is_tensor(result):
+        raise TypeError(f"{where} returned {type(result).__name__}; return a Tensor (to replace the {what}) or None")
+    if result.shape != value.shape:
+        raise ValueError(f"{where} returned shape {tuple(result.shape)}, but the {what} has shape "
+                         f"{tuple(value.shape)}; return a tensor of the same shape (nothing is broadcast)")
+    if result.device != value.device:
+        raise ValueError(f"{where} returned a tensor on {result.device}, but the {what} is on {value.device}; "
+                         f"move it there with .to('{value.device}')")
+    if result.dtype != value.dtype:
+        if not result.is_floating_point():
+            raise TypeError(f"{where} returned dtype {result.dtype} for a {value.dtype} {what}; return a floating "
+                            f"tensor (another floating dtype is cast back to {value.dtype})")
+        result = result.to(value.dtype)
+    return result
+
+
 def _forward_wrapper(fn: HookFn, scope: int | None = None):
     """torch forward hook calling fn(output, hook=point) where `scope` is open; a returned tensor replaces the
-    output."""
+    output (checked by `_replacement`)."""
     call = _caller(fn)
 
     def forward_hook(module: HookPoint, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
         if not in_scope(scope):  # another thread's (or task's) hook
             return None
-        result = call(output, module)
-        if result is not None and not torch.is_tensor(result):
-            raise TypeError(f"hook function on {module.name} returned {type(result).__name__}; "
-                            "return a Tensor (to replace the activation) or None")
-        return result
+        return _replacement(call(output, module), output, module, "activation")
 
     forward_hook.wants_grad, forward_hook.scope = getattr(fn, "wants_grad", False), scope
     return forward_hook
@@ -443,12 +515,12 @@ def _forward_wrapper(fn: HookFn, scope: int | None = None):
 
 def _backward_wrapper(fn: HookFn, scope: int | None = None):
     """Forward hook that registers fn(grad, hook=point) on the output's gradient where `scope` is open (a
-    returned tensor replaces the gradient)."""
+    returned tensor replaces the gradient, checked by `_replacement`)."""
     call = _caller(fn)
 
     def forward_hook(module: HookPoint, args: tuple, output: torch.Tensor) -> None:
         if output.requires_grad and in_scope(scope):
-            output.register_hook(lambda grad: call(grad, module))
+            output.register_hook(lambda grad: _replacement(call(grad, module), grad, module, "gradient"))
 
     forward_hook.wants_grad, forward_hook.scope = True, scope  # the gradient must flow through this very value
     return forward_hook

@@ -70,7 +70,7 @@ def as_token_batch(
     Args:
         model: a workbench model (`model.tokenizer` for text, `model.device`).
         inputs: a string, a list of strings (padded on `padding_side`), or token ids `[pos]` / `[batch, pos]`
-            (a tensor, an array or a list of ints).
+            (a tensor, an array or a list of ints; any integer dtype, returned as int64: `integer_ids`).
         attention_mask: for token ids only, `[batch, pos]` (1 = token).
 
     Returns:
@@ -81,12 +81,13 @@ def as_token_batch(
             raise ValueError("attention_mask is built from the texts; pass token ids to give your own")
         ids, mask = encode_texts(require_tokenizer(model), inputs, padding_side, prepend_bos, model.device)
     elif torch.is_tensor(inputs) or isinstance(inputs, np.ndarray) or _is_id_list(inputs):
-        ids = torch.as_tensor(inputs)
+        ids = integer_ids(inputs)
         ids = ids.unsqueeze(0) if ids.dim() == 1 else ids
         if ids.dim() != 2:
-            raise ValueError(f"token ids must be [batch, pos], got shape {tuple(inputs.shape)}")
+            raise ValueError(f"token ids must be [batch, pos], got shape {tuple(ids.shape)}")
         mask = attention_mask
         if mask is not None:
+            mask = torch.as_tensor(mask)
             mask = mask.unsqueeze(0) if mask.dim() == 1 else mask
             if mask.shape != ids.shape:
                 raise ValueError(f"attention_mask has shape {tuple(mask.shape)}, token ids {tuple(ids.shape)}")
@@ -95,6 +96,19 @@ def as_token_batch(
     else:
         raise TypeError(f"inputs must be a str, a list of str or a token tensor, got {type(inputs).__name__}")
     return ids, (mask if mask is not None and bool((mask == 0).any()) else None)
+
+
+def integer_ids(ids: Any) -> torch.Tensor:
+    """Token ids (a tensor, an array or a list of ints) as an int64 tensor: every integer dtype (int8, uint8,
+    int32 ...) is accepted and cast; bool, floating and complex ids raise a TypeError naming the dtype."""
+    try:
+        tensor = torch.as_tensor(ids)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"token ids must be integers, got {type(ids).__name__}: {error}") from error
+    if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
+        raise TypeError(f"token ids must have an integer dtype (int64, int32, int16, int8, uint8 ...), "
+                        f"got {tensor.dtype}")
+    return tensor.long()
 
 
 def _is_id_list(x: Any) -> bool:
@@ -123,10 +137,10 @@ def as_prompts(model: Any, inputs: Inputs) -> list[Prompt]:
     if isinstance(inputs, str):
         items: list[Any] = [inputs]
     elif torch.is_tensor(inputs) or isinstance(inputs, np.ndarray):
-        arr = np.asarray(inputs.detach().cpu() if torch.is_tensor(inputs) else inputs)
-        if arr.ndim not in (1, 2) or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"token array must be integer ids shaped [pos] or [batch, pos], got {arr.dtype} {arr.shape}")
-        items = [arr.tolist()] if arr.ndim == 1 else arr.tolist()
+        arr = integer_ids(inputs.detach().cpu() if torch.is_tensor(inputs) else inputs)
+        if arr.dim() not in (1, 2):
+            raise ValueError(f"token ids must be shaped [pos] or [batch, pos], got {tuple(arr.shape)}")
+        items = [arr.tolist()] if arr.dim() == 1 else arr.tolist()
     elif isinstance(inputs, Sequence) and len(inputs) > 0:
         items = [list(inputs)] if all(isinstance(t, (int, np.integer)) for t in inputs) else list(inputs)
     else:

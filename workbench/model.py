@@ -106,13 +106,15 @@ class LayerNorm(nn.LayerNorm):
         add_hook_points(self, "ln")  # hook_scale [b, p, 1], hook_normalized [b, p, d]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         if not (self.hook_scale.is_active() or self.hook_normalized.is_active()):
-            return out
-        centred = x.float() - x.float().mean(-1, keepdim=True)
-        scale, use_scale = self.hook_scale.observe((centred.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        # The same kernel as F.layer_norm, which also hands back the statistics it used: [b, p, 1] each.
+        out, mean, rstd = torch.native_layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        scale, use_scale = self.hook_scale.observe(rstd.reciprocal())
         # As TransformerLens: hook_normalized is the centred, rescaled input, before the weight and bias.
-        normalized, use_normalized = self.hook_normalized.observe((centred / scale).to(x.dtype))
+        centred = x.float() - mean
+        normalized = (centred / scale if use_scale else centred.mul_(rstd)).to(x.dtype)
+        normalized, use_normalized = self.hook_normalized.observe(normalized)
         return normalized * self.weight + self.bias if use_scale or use_normalized else out
 
 
@@ -169,7 +171,10 @@ class GPTNeoXAttention(nn.Module):
             # Observed beside the forward (TransformerLens's masking: -inf, rows with no key all 0); the forward
             # runs through them only if a hook replaced one.
             scores, use_scores = self.hook_attn_scores.observe(attention_scores(q, k, mask, self.scale, strict=True))
-            pattern, use_pattern = self.hook_pattern.observe(attention_probs(scores, q.dtype).nan_to_num(0.0))
+            pattern = attention_probs(scores, q.dtype)
+            if mask.padding is not None:  # a padding query that sees no key: a row of NaN, 0 in TransformerLens
+                pattern = pattern.nan_to_num_(0.0)
+            pattern, use_pattern = self.hook_pattern.observe(pattern)
             if use_scores or use_pattern:
                 probs, z = pattern, self._weigh(pattern, v, head_mask, dropout)
         z = self.hook_z(z.transpose(1, 2))  # [b, p, h, dh]

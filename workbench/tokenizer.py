@@ -12,11 +12,15 @@ It reproduces what `transformers.AutoTokenizer.from_pretrained` gives for a Pyth
   pad is None (transformers would grow the vocabulary by one token instead; we never resize it).
 - `padding="max_length"` with no `max_length` (and no finite `model_max_length`) raises instead of silently
   not padding; ids outside the vocabulary raise instead of being dropped by `decode`.
+- Text holding a lone surrogate (`"\ud800"`, not valid Unicode) raises a ValueError naming the text and index
+  (transformers passes on the backend's bare TypeError); an empty batch with tensors gives `[0, 0]` tensors
+  (transformers 5 raises IndexError).
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import os
 from pathlib import Path
 from typing import Any
@@ -350,21 +354,41 @@ class Tokenizer:
             self._tk.no_padding()
         else:
             self._tk.enable_padding(direction=side, pad_id=self.pad_token_id, pad_token=self.pad_token, length=pad_len)
-        encodings = self._tk.encode_batch(texts, add_special_tokens=add_special_tokens)
+        encodings = self._encode(texts, batched, add_special_tokens)
         out = {"input_ids": [e.ids for e in encodings]}
         if return_attention_mask:
             out["attention_mask"] = [e.attention_mask for e in encodings]
         if return_tensors is not None:
-            if len({len(ids) for ids in out["input_ids"]}) > 1:
+            lengths = {len(ids) for ids in out["input_ids"]}
+            if len(lengths) > 1:
                 raise ValueError("sequences have different lengths; pass padding=True to return tensors")
+            # An empty batch is [0, 0] ([0, max_length] when padding to it); transformers 5 raises IndexError.
+            shape = (len(texts), lengths.pop() if lengths else pad_len or 0)
             if return_tensors == "pt":
                 import torch
 
-                return BatchEncoding({k: torch.tensor(v, dtype=torch.long).view(len(v), -1) for k, v in out.items()})
+                return BatchEncoding({k: torch.tensor(v, dtype=torch.long).view(shape) for k, v in out.items()})
             import numpy as np
 
-            return BatchEncoding({k: np.array(v, dtype=np.int64).reshape(len(v), -1) for k, v in out.items()})
+            return BatchEncoding({k: np.array(v, dtype=np.int64).reshape(shape) for k, v in out.items()})
         return BatchEncoding(out if batched else {k: v[0] for k, v in out.items()})
+
+    def _encode(self, texts: list[str], batched: bool, add_special_tokens: bool) -> list[tokenizers.Encoding]:
+        """The backend's encodings of `texts`; a lone surrogate (not valid Unicode, so the backend refuses it
+        with a bare TypeError) raises a ValueError naming the text and the position instead."""
+        try:
+            return self._tk.encode_batch(texts, add_special_tokens=add_special_tokens)
+        except TypeError as error:
+            for i, item in enumerate(texts):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError as bad:
+                    where = f"text[{i}]" if batched else "text"
+                    raise ValueError(
+                        f"{where} holds a lone surrogate {item[bad.start]!r} at index {bad.start}: it is not valid "
+                        "Unicode and cannot be tokenised; remove it or replace it, e.g. "
+                        "text.encode('utf-8', 'replace').decode()") from error
+            raise
 
     def encode(self, text: str, add_special_tokens: bool = True, **kwargs: Any) -> list[int]:
         """Token ids of one string (`**kwargs` as in `__call__`: truncation, max_length, padding)."""
@@ -378,21 +402,35 @@ class Tokenizer:
             raise TypeError(f"tokenize takes a str, got {type(text).__name__}")
         self._tk.no_truncation()
         self._tk.no_padding()
-        return self._tk.encode(text, add_special_tokens=add_special_tokens).tokens
+        return self._encode([text], False, add_special_tokens)[0].tokens
 
     # ---- ids <-> tokens and decoding ---------------------------------------------------------------------
     def _check_ids(self, ids: Any) -> list[int]:
-        if hasattr(ids, "tolist"):  # torch tensor / numpy array
+        """`[pos]` ids (a list, a 1-D tensor/array of any integer dtype, or one int) as a list of ints.
+
+        Raises:
+            TypeError: a batch, or ids that are not integers (floats, bools ...), naming the first.
+            ValueError: ids outside the vocabulary.
+        """
+        if hasattr(ids, "tolist"):  # torch tensor / numpy array / numpy scalar
             ids = ids.tolist()
         if isinstance(ids, int):
             ids = [ids]
         if not isinstance(ids, (list, tuple)) or any(isinstance(i, (list, tuple)) for i in ids):
             raise TypeError(f"expected a sequence of token ids, got {type(ids).__name__}; use batch_decode for batches")
+        ints = []
+        for i in ids:
+            try:
+                if isinstance(i, bool):
+                    raise TypeError
+                ints.append(operator.index(i))  # numpy integers too
+            except TypeError:
+                raise TypeError(f"token ids must be ints, got {type(i).__name__} {i!r}") from None
         n = len(self)
-        bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n]
+        bad = [i for i in ints if not 0 <= i < n]
         if bad:
             raise ValueError(f"token ids {bad[:5]} are not ints in [0, {n}) (the vocabulary)")
-        return list(ids)
+        return ints
 
     def decode(self, ids: Any, skip_special_tokens: bool = False) -> str:
         """Text of a sequence of ids (list, 1-D tensor/array or a single int).

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,12 +20,55 @@ import torch
 
 from workbench.evals.requests import TokenRequests
 
-class RequestCache:
-    """Append-only JSONL cache of finished requests, keyed by a hash of (model identity, request).
 
-    Each finished request is one line `{"k": key, "v": value}` written with a single `os.write` on an `O_APPEND`
-    descriptor, so a killed process leaves at most a truncated last line (ignored on reading) and never a
-    corrupt earlier one.
+def _finite_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+# request kind -> whether a value has its shape: (finite log-likelihood, is_greedy) or the generated text
+VALUE_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "ll": lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and _finite_number(v[0]) and isinstance(v[1], bool),
+    "gen": lambda v: isinstance(v, str),
+}
+_FIELDS = {"k", "m", "t", "v", "c"}
+
+
+def _checksum(key: str, model_id: str | None, kind: str | None, value: Any) -> str:
+    """sha256 (64 bits) of the canonical JSON of a record's fields; raises ValueError on NaN / infinity."""
+    canonical = json.dumps([key, model_id, kind, value], sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def _valid(rec: Any) -> bool:
+    """Whether a parsed line is a current record whose checksum and value (shape, for its kind) hold."""
+    if not (isinstance(rec, dict) and set(rec) == _FIELDS and isinstance(rec["k"], str)
+            and isinstance(rec["m"], (str, type(None))) and (rec["t"] is None or rec["t"] in VALUE_CHECKS)):
+        return False
+    return (rec["t"] is None or VALUE_CHECKS[rec["t"]](rec["v"])) and rec["c"] == _checksum(
+        rec["k"], rec["m"], rec["t"], rec["v"])
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"non-finite number {name}")
+
+
+class RequestCache:
+    """Append-only JSONL cache of finished requests, each checked on reading.
+
+    A record is one line `{"k": key, "m": model fingerprint, "t": kind, "v": value, "c": checksum}`, the checksum
+    being the first 16 hex digits of the sha256 of the canonical JSON of `[k, m, t, v]`. On opening, a line that
+    is not valid JSON (random bytes, a line cut short by a kill), fails its checksum (an edited or swapped value),
+    holds a value of the wrong shape for its kind (`VALUE_CHECKS`) or a non-finite number is ignored, so its
+    request is recomputed; one warning names the file and the count. A cut last line is never glued to the next
+    record: the next append starts on a fresh line. Values that fail the same checks (a NaN log-likelihood) are
+    never written. Each batch is appended with one `os.write` on an `O_APPEND` descriptor and fsynced.
+
+    The cache is tied to the model: `CachingEngine` keys hash its fingerprint, so another model's (or config's)
+    records are never used, and `check_model` warns when the file holds any.
+
+    Files of the earlier format (`{"k", "v"}` lines, no checksum) are migrated by recomputation: their records
+    cannot be verified, so they are ignored (counted in the warning) and the recomputed requests are appended in
+    the current format; delete the file to silence the warning.
 
     Args:
         path: the JSONL file (created with its parent directories).
@@ -32,16 +77,34 @@ class RequestCache:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._data: dict[str, Any] = {}
+        self._data: dict[str, tuple[str | None, str | None, Any]] = {}  # key -> (model id, kind, value)
+        self._cut = False  # the file ends inside a line: the next append starts a new one
+        self._warned: set[str] = set()
         if self.path.exists():
-            with open(self.path, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        rec = json.loads(line)
-                        self._data[rec["k"]] = rec["v"]
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        continue  # a line cut short by a kill
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._read()
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def _read(self) -> None:
+        data = self.path.read_bytes()
+        self._cut = bool(data) and not data.endswith(b"\n")
+        lines = [line for line in data.split(b"\n") if line.strip()]
+        bad = old = 0
+        for line in lines:
+            try:
+                rec = json.loads(line, parse_constant=_no_constant)
+            except (ValueError, RecursionError):  # not JSON or not UTF-8, NaN / Infinity, absurd nesting
+                rec = None
+            if _valid(rec):
+                self._data[rec["k"]] = (rec["m"], rec["t"], rec["v"])
+            elif isinstance(rec, dict) and set(rec) == {"k", "v"}:
+                old += 1
+            else:
+                bad += 1
+        if bad or old:
+            why = [f"{bad} unreadable, cut short, failing the checksum or of the wrong type"] if bad else []
+            why += [f"{old} in the unchecked format of earlier versions"] if old else []
+            warnings.warn(f"request cache {self.path}: {bad + old} of {len(lines)} records ignored "
+                          f"({'; '.join(why)}); their requests are recomputed", stacklevel=3)
 
     def __contains__(self, key: str) -> bool:
         return key in self._data
@@ -49,14 +112,59 @@ class RequestCache:
     def __len__(self) -> int:
         return len(self._data)
 
-    def get(self, key: str) -> Any:
-        return self._data.get(key)
+    def get(self, key: str, kind: str | None = None) -> Any:
+        """The value stored under `key` (with `kind`: only one stored for that request kind), else None."""
+        rec = self._data.get(key)
+        return rec[2] if rec is not None and (kind is None or rec[1] == kind) else None
 
-    def put_many(self, items: Sequence[tuple[str, Any]]) -> None:
-        """Store and append `(key, value)` pairs, one atomic line each."""
+    def put_many(self, items: Sequence[tuple[str, Any]], kind: str | None = None, model_id: str | None = None) -> int:
+        """Store `(key, value)` pairs and append them (one write and fsync for all).
+
+        Args:
+            items: the pairs; values must be JSON-serialisable.
+            kind: the request kind ("ll", "gen"): values without its shape are not stored.
+            model_id: the fingerprint of the model that computed them.
+
+        Returns:
+            How many were stored: a value with a non-finite number or the wrong shape is skipped (with a warning),
+            so it is recomputed next time.
+        """
+        if kind is not None and kind not in VALUE_CHECKS:
+            raise ValueError(f"kind must be None or one of {sorted(VALUE_CHECKS)}, got {kind!r}")
+        lines = []
         for key, value in items:
-            self._data[key] = value
-            os.write(self._fd, (json.dumps({"k": key, "v": value}) + "\n").encode("utf-8"))
+            try:
+                rec = {"k": key, "m": model_id, "t": kind, "v": value, "c": _checksum(key, model_id, kind, value)}
+            except ValueError:  # NaN or infinity
+                continue
+            line = json.dumps(rec, separators=(",", ":"))
+            if _valid(json.loads(line)):  # exactly what reading will accept
+                self._data[key] = (model_id, kind, value)
+                lines.append(line + "\n")
+        if len(lines) < len(items):
+            warnings.warn(f"request cache {self.path}: not caching non-finite or malformed {kind or 'request'} "
+                          "values (they are recomputed on the next run)", stacklevel=2)
+        if lines:
+            self._append(("\n" if self._cut else "") + "".join(lines))
+        return len(lines)
+
+    def _append(self, text: str) -> None:
+        if self._fd is None:
+            raise ValueError(f"request cache {self.path} is closed")
+        view = memoryview(text.encode("utf-8"))
+        while view:
+            view = view[os.write(self._fd, view) :]
+        os.fsync(self._fd)
+        self._cut = False
+
+    def check_model(self, model_id: str) -> None:
+        """Warn (once per fingerprint) when the file holds records of other models or configs: they are not used."""
+        foreign = [m for m, _, _ in self._data.values() if m not in (None, model_id)]
+        if foreign and model_id not in self._warned:
+            self._warned.add(model_id)
+            warnings.warn(f"request cache {self.path}: {len(foreign)} records were computed by another model or "
+                          f"config (fingerprint {', '.join(sorted(set(foreign)))}; this one is {model_id}): "
+                          "not used", stacklevel=3)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -97,7 +205,6 @@ def model_fingerprint(model: torch.nn.Module, extra: Any = None) -> str:
     return h.hexdigest()[:24]
 
 
-
 class CachingEngine(TokenRequests):
     """A request engine whose finished requests are stored in `cache` and answered from it.
 
@@ -114,6 +221,7 @@ class CachingEngine(TokenRequests):
     def __init__(self, engine: Any, cache: RequestCache, model_id: str | None = None) -> None:
         self.engine, self.cache = engine, cache
         self.model_id = model_id or model_fingerprint(engine.model, engine.max_length)
+        cache.check_model(self.model_id)
 
     def __getattr__(self, name: str) -> Any:
         # only reached for attributes not set in __init__: the wrapped engine's
@@ -128,27 +236,31 @@ class CachingEngine(TokenRequests):
     ) -> list[tuple[float, bool] | None]:
         """The engine's `loglikelihood_tokens`, answered from the cache where it can."""
         keys = [request_key(self.model_id, "ll", [ctx, cont]) for ctx, cont in pairs]
-        self.engine.check_pairs([p for p, k in zip(pairs, keys) if k in self.cache])  # counts truncation as computed
-        return self._answer(self.engine.loglikelihood_tokens, pairs, keys, desc, lambda v: (float(v[0]), bool(v[1])))
+        # counts truncation as computed
+        self.engine.check_pairs([p for p, k in zip(pairs, keys) if self.cache.get(k, "ll") is not None])
+        return self._answer(self.engine.loglikelihood_tokens, pairs, keys, "ll", desc, lambda v: (float(v[0]), v[1]))
 
     def generate_until(self, requests: Sequence[tuple[str, dict]], desc: str = "generate_until") -> list[str]:
         """The engine's `generate_until`, answered from the cache where it can."""
         keys = [request_key(self.model_id, "gen", [ctx, kw]) for ctx, kw in requests]
-        return self._answer(self.engine.generate_until, requests, keys, desc, str)
+        return self._answer(self.engine.generate_until, requests, keys, "gen", desc, str)
 
-    def _answer(self, compute: Callable, requests: Sequence, keys: list[str], desc: str, load: Callable) -> list:
-        """Cached values (read back through `load`) where the cache has the key, the engine's `compute` for the rest."""
+    def _answer(self, compute: Callable, requests: Sequence, keys: list[str], kind: str, desc: str,
+                load: Callable) -> list:
+        """Cached `kind` values (read back through `load`) where the cache has the key, the engine's `compute` for
+        the rest (each of its batches stored as it finishes)."""
         out: list[Any] = [None] * len(requests)
         todo = []
         for i, key in enumerate(keys):
-            if key in self.cache:
-                out[i] = load(self.cache.get(key))
+            value = self.cache.get(key, kind)
+            if value is not None:
+                out[i] = load(value)
             else:
                 todo.append(i)
         self.engine.stats["cached"] += len(requests) - len(todo)
 
         def store(done: list[int], values: list) -> None:  # after each batch; `done` indexes `todo`
-            self.cache.put_many([(keys[todo[j]], v) for j, v in zip(done, values)])
+            self.cache.put_many([(keys[todo[j]], v) for j, v in zip(done, values)], kind, self.model_id)
 
         if todo:
             for i, value in zip(todo, compute([requests[i] for i in todo], desc=desc, on_done=store)):

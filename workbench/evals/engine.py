@@ -80,7 +80,8 @@ class RequestEngine(TokenRequests):
             workbench model (it runs `workbench.generation.generate`).
         tokenizer: defaults to `model.tokenizer`.
         batch_size: "auto" (token budget, halved on CUDA out-of-memory) or a fixed number of sequences.
-        max_length: the context window; default `model.config.max_position_embeddings` (lm-eval's choice).
+        max_length: the context window, an int >= 1; default `model.config.max_position_embeddings` (lm-eval's
+            choice).
         share_context_kv: run each token prefix shared by several inputs once and reuse its KV cache below it.
         progress: show tqdm progress bars.
         on_batch: called after every finished batch with the engine's `stats` (tests use it to interrupt a run).
@@ -116,13 +117,17 @@ class RequestEngine(TokenRequests):
             raise ValueError("no tokenizer: pass tokenizer= or use a model loaded with workbench.load (model.tokenizer)")
         if not (batch_size == "auto" or (isinstance(batch_size, int) and batch_size > 0)):
             raise ValueError(f"batch_size must be 'auto' or a positive int, got {batch_size!r}")
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
+                                       or max_length < 1):
+            raise ValueError(f"max_length must be None (the model's max_position_embeddings) or an int >= 1, "
+                             f"got {max_length!r}")
         if shard is not None and not 0 <= shard[0] < shard[1]:
             raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard!r}")
         self.model = model.eval()
         self.tok = TokenizerAdapter(tokenizer)
         self.batch_size = batch_size
         cfg = getattr(model, "config", None)
-        self.max_length = int(max_length or getattr(cfg, "max_position_embeddings", 0) or 2048)
+        self.max_length = max_length or int(getattr(cfg, "max_position_embeddings", 0) or 2048)
         self.device = next(model.parameters()).device
         eos, bos = self.tok.special_id("eos"), self.tok.special_id("bos")
         self.eot_id = eos if eos is not None else 0

@@ -11,9 +11,12 @@ import traitlets as t
 
 from workbench.analysis import attention_patterns
 from workbench.inputs import as_prompts
-from workbench.viz.base import VizWidget, as_array, is_model, pack, per_prompt_tokens
+from workbench.viz.base import VizWidget, as_array, is_model, json_for_script, pack, per_prompt_tokens
 
 THUMB = 40  # thumbnail side in cells; longer inputs are max-pooled down to it
+
+
+ROWS = 256  # query rows digested at a time: blocks stay in cache and no pattern-sized temporaries are made
 
 
 def quantise(p: np.ndarray) -> np.ndarray:
@@ -35,9 +38,20 @@ def pool_max(x: np.ndarray, m: int) -> np.ndarray:
     if m >= n:
         return x
     f = -(-n // m)
-    pad = f * m - n
-    xp = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, pad), (0, pad)])
-    return xp.reshape(*x.shape[:-2], m, f, m, f).max(axis=(-3, -1))
+    if f * m == n:
+        xp = x
+    else:
+        xp = np.zeros(x.shape[:-2] + (f * m, f * m), x.dtype)
+        xp[..., :n, :n] = x
+    if f > 8:  # big blocks: one reduction over them
+        return xp.reshape(*x.shape[:-2], m, f, m, f).max(axis=(-3, -1))
+    cols = xp[..., 0::f].copy()  # small blocks: f strided maxima per axis (a reduction over tiny axes is slow)
+    for j in range(1, f):
+        np.maximum(cols, xp[..., j::f], out=cols)
+    out = cols[..., 0::f, :].copy()
+    for j in range(1, f):
+        np.maximum(out, cols[..., j::f, :], out=out)
+    return out
 
 
 def head_stats(p: np.ndarray) -> np.ndarray:
@@ -49,11 +63,27 @@ def head_stats(p: np.ndarray) -> np.ndarray:
     Returns:
         [head, 2] float64: (mean entropy, max).
     """
-    p = np.asarray(p, dtype=np.float32)
-    with np.errstate(divide="ignore"):
-        plogp = p * np.log(np.where(p > 0, p, 1.0))  # float32 is plenty; the sums run in float64
-    ent = -plogp.sum(-1, dtype=np.float64).mean(-1)
-    return np.stack([ent, p.max(axis=(-2, -1)).astype(np.float64)], axis=-1)
+    return np.stack([digest(h)[1:] for h in p])
+
+
+def digest(p: Any) -> tuple[np.ndarray, float, float]:
+    """One head's pattern, quantised, with its mean entropy over queries and its max, in one pass of row blocks.
+
+    Args:
+        p: probabilities [q, k] (array or tensor; float32 is used as is, without a copy).
+
+    Returns:
+        (`quantise(p)` uint8 [q, k], mean entropy in nats (summed in float64), max probability).
+    """
+    t = torch.as_tensor(np.asarray(p, dtype=np.float32))
+    out = np.empty(t.shape, dtype=np.uint8)
+    ent, mx = 0.0, 0.0
+    for r in range(0, t.shape[0], ROWS):
+        block = t[r : r + ROWS]
+        ent += float(torch.special.entr(block).sum(dtype=torch.float64))  # -p log p, 0 at p = 0
+        mx = max(mx, float(block.max()))
+        out[r : r + ROWS] = quantise(block.numpy())
+    return out, ent / max(1, t.shape[0]), mx
 
 
 def _select(values: int | Sequence[int] | None, total: int, what: str) -> list[int]:
@@ -163,10 +193,17 @@ class AttentionView(VizWidget):
         hsel = _select(heads, n_heads, "heads")
         self._q: list[np.ndarray] = []  # per prompt: uint8 [L_sel, H_sel, n, n]
         self._stats: list[np.ndarray] = []  # per prompt: [L_sel, H_sel, 2]
+        self._thumbs: list[np.ndarray] = []  # per prompt: uint8 [L_sel, H_sel, t, t]
         for per_layer in patterns:
-            sel = [np.asarray(per_layer[l], dtype=np.float32)[hsel] for l in lsel]
-            self._stats.append(np.stack([head_stats(s) for s in sel]))
-            self._q.append(np.stack([quantise(s) for s in sel]))
+            n = per_layer[lsel[0]].shape[-1]
+            q, stats = np.empty((len(lsel), len(hsel), n, n), np.uint8), np.empty((len(lsel), len(hsel), 2))
+            for i, layer in enumerate(lsel):
+                for j, head in enumerate(hsel):
+                    q[i, j], ent, mx = digest(per_layer[layer][head])
+                    stats[i, j] = ent, mx
+            self._q.append(q)
+            self._stats.append(stats)
+            self._thumbs.append(np.stack([pool_max(ql, THUMB) for ql in q]))
         super().__init__(
             prompts=[{"tokens": list(tk)} for tk in tokens], layers=lsel, heads=hsel,
             layer=lsel[0], head=hsel[0], prompt=0, title=title,
@@ -186,7 +223,7 @@ class AttentionView(VizWidget):
         what = request.get("what")
         if what == "thumbs":
             p, _, _ = self._index(request)
-            th = pool_max(self._q[p], THUMB)
+            th = self._thumbs[p]
             return {"t": th.shape[-1], "layers": self.layers, "heads": self.heads}, [th.tobytes()]
         if what == "head":
             p, li, hi = self._index(request)
@@ -202,20 +239,27 @@ class AttentionView(VizWidget):
 
     # ---- standalone page
     def _static_payload(self, max_bytes: int) -> dict[str, Any]:
-        """Patterns per (prompt, layer), deflated; precision and then resolution drop until the budget fits."""
-        prompts = []
-        budget = max_bytes
-        thumbs = [pack(pool_max(q, THUMB)) for q in self._q]
-        budget -= sum(len(s) for s in thumbs) + 2000 * len(self._q)
-        sizes = [q[0, 0].size * q.shape[0] * q.shape[1] for q in self._q]
-        for pi, q in enumerate(self._q):
-            share = budget * sizes[pi] / sum(sizes)  # budget split by raw size
-            layers_b64, bits, m = _encode_within(q, share)
-            prompts.append({
-                "n": int(q.shape[-1]), "m": m, "bits": bits, "layers": layers_b64, "t": int(min(THUMB, q.shape[-1])),
-                "thumbs": thumbs[pi], "stats": np.round(self._stats[pi], 6).tolist(),
-            })  # fmt: skip
-        return {"layers": self.layers, "heads": self.heads, "prompts": prompts}
+        """Patterns per (prompt, layer), deflated; thumbnails, then precision, then resolution drop until the budget
+        fits (the page notes what was reduced)."""
+        thumbs = [pack(th) for th in self._thumbs]
+        side = THUMB
+        while side > 10 and sum(map(len, thumbs)) > max_bytes // 4:
+            side //= 2
+            thumbs = [pack(pool_max(th, side)) for th in self._thumbs]
+        prompts = [{
+            "n": int(q.shape[-1]), "t": int(min(side, q.shape[-1])), "thumbs": thumbs[pi],
+            "stats": np.round(self._stats[pi], 6).tolist(), "m": 0, "bits": 0, "layers": [""] * q.shape[0],
+        } for pi, q in enumerate(self._q)]  # fmt: skip
+        payload = {"layers": self.layers, "heads": self.heads, "prompts": prompts, "notes": []}
+        budget = max_bytes - len(json_for_script(payload)) - 200  # 200: the notes
+        sizes = [q.size for q in self._q]
+        for pd, q, size in zip(prompts, self._q, sizes):
+            pd["layers"], pd["bits"], pd["m"] = _encode_within(q, budget * size / sum(sizes))  # split by raw size
+        bits, f = min(pd["bits"] for pd in prompts), max(-(-pd["n"] // pd["m"]) for pd in prompts)
+        if bits < 8 or f > 1:
+            lost = [f"{bits}-bit precision"] * (bits < 8) + [f"1/{f} resolution"] * (f > 1)
+            payload["notes"].append(f"patterns stored at {' and '.join(lost)} to fit the page's size budget (max_bytes)")
+        return payload
 
 
 def _model_data(model: Any, text_or_tokens: Any) -> tuple[list[list[str]], list[np.ndarray]]:
@@ -251,7 +295,10 @@ def _layers_of(cache: Any) -> list[np.ndarray]:
 
 
 def _encode_within(q: np.ndarray, budget: float) -> tuple[list[str], int, int]:
-    """Deflate per layer at the best (bits, resolution) whose predicted size fits `budget` bytes.
+    """Deflate per layer at the best (bits, resolution) whose size fits `budget` bytes (else the coarsest).
+
+    Each option's size is first predicted from a sample of rows of one head, so options far over the budget
+    cost no full encode.
 
     Args:
         q: uint8 [L, H, n, n].
@@ -261,24 +308,32 @@ def _encode_within(q: np.ndarray, budget: float) -> tuple[list[str], int, int]:
     """
     n = q.shape[-1]
     options = [(8, n), (4, n)]
-    m = n
-    while m > 16:
-        m = -(-m // 2)
-        options.append((4, m))
+    f = 1.0
+    while options[-1][1] > 16:
+        f *= 2**0.5  # each step about halves the size
+        options.append((4, max(16, -(-n // round(f)))))
+    options = list(dict.fromkeys(options))
     for bits, side in options:
-        first = _encode_layer(q[0], bits, side)
-        if len(first) * q.shape[0] > budget * 1.05 and (bits, side) != options[-1]:
-            continue  # extrapolated from layer 0: too big, skip the full encode
-        encoded = [first] + [_encode_layer(q[l], bits, side) for l in range(1, q.shape[0])]
-        if sum(map(len, encoded)) <= budget or (bits, side) == options[-1]:
+        last = (bits, side) == options[-1]
+        head = pool_max(q[0, :1], side)
+        stride = max(1, head.size // 2_000_000)
+        predicted = len(_encode_layer(head[:, ::stride], bits, side)) * stride * q.shape[0] * q.shape[1]
+        if predicted > budget * 1.1 and not last:
+            continue
+        encoded = [_encode_layer(q[l], bits, side) for l in range(q.shape[0])]
+        if sum(map(len, encoded)) <= budget or last:
             return encoded, bits, side
     raise AssertionError("unreachable")
 
 
+_TO_4BIT = np.rint(np.arange(256) * 15 / 255).astype(np.uint8)  # uint8 level -> 0..15
+
+
 def _encode_layer(ql: np.ndarray, bits: int, side: int) -> str:
+    """One layer's heads [H, n, n], pooled to `side`, at 8 or 4 bits (two cells a byte), deflated, base64."""
     x = pool_max(ql, side)
     if bits == 4:
-        x4 = np.rint(x.astype(np.float32) * 15 / 255).astype(np.uint8).reshape(x.shape[0], -1)
+        x4 = _TO_4BIT[x].reshape(x.shape[0], -1)
         if x4.shape[1] % 2:
             x4 = np.pad(x4, [(0, 0), (0, 1)])
         x = x4[:, 0::2] | (x4[:, 1::2] << 4)

@@ -11,13 +11,15 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import os
+import re
 import sys
 import tempfile
 import webbrowser
 import zlib
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import anywidget
 import numpy as np
@@ -32,9 +34,69 @@ def pack(arr: np.ndarray, level: int = 6) -> str:
     return base64.b64encode(zlib.compress(np.ascontiguousarray(arr, dtype=np.uint8).tobytes(), level)).decode("ascii")
 
 
-def _json_for_script(obj: Any) -> str:
-    # "</" would close the <script> element that holds the JSON.
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+def json_for_script(obj: Any) -> str:
+    """`obj` as JSON that is inert inside a `<script>` element: ASCII only (so U+2028/2029, NUL and lone
+    surrogates are `\\u` escapes), with `<`, `>` and `&` as `\\u003c`, `\\u003e`, `\\u0026`, so that no string can
+    close the element (`</script>`), open a comment (`<!--`) or start a double-escaped script (`<!--<script>`)."""
+    text = json.dumps(obj, separators=(",", ":"), allow_nan=False)  # ensure_ascii: every non-ASCII char escaped
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")  # only inside strings
+
+
+def html_text(s: str) -> str:
+    """`s` as HTML text or attribute value: markup escaped, anything outside printable ASCII as a character
+    reference (NUL and lone surrogates, which a page cannot carry, as U+FFFD, as the HTML parser would)."""
+
+    def ref(m: re.Match) -> str:
+        c = ord(m.group())
+        return "&#xfffd;" if c == 0 or 0xD800 <= c < 0xE000 else f"&#x{c:x};"
+
+    return re.sub(r"[^\x20-\x7e\n\t]", ref, html.escape(s, quote=True))
+
+
+def json_floats(values: Any, sig: int | None = None, decimals: int = 6) -> list[float | None]:
+    """Values as JSON numbers (None where not finite), rounded to `decimals` places or to `sig` significant digits."""
+    fmt = (lambda x: round(x, decimals)) if sig is None else (lambda x: float(f"{x:.{sig}g}"))
+    return [fmt(x) if math.isfinite(x) else None for x in np.asarray(values, dtype=np.float64).ravel().tolist()]
+
+
+def fit(build: Callable[[Any, int], tuple[dict, dict]], levels: Sequence[Any], n: int, budget: int) -> tuple[dict, dict]:
+    """The most detailed (state, payload) of a standalone page whose embedded JSON fits `budget` bytes.
+
+    Tries each of `levels` (most detailed first) with all `n` positions, then the last level with fewer leading
+    positions (about as many as fit: sizes grow about linearly with positions).
+
+    Args:
+        build: (level, positions) -> (state, payload); the payload says what it leaves out (`notes`).
+        levels: detail levels, most detailed first.
+        n: positions of the longest input.
+        budget: bytes for the JSON of state and payload together.
+
+    Raises:
+        ValueError: not even one position fits.
+    """
+    for level in levels:
+        out = build(level, n)
+        size = sum(map(len, map(json_for_script, out)))
+        if size <= budget:
+            return out
+    p = n
+    while p > 1:
+        p = max(1, min(int(p * 0.95), int(p * budget / size)))
+        out = build(levels[-1], p)
+        size = sum(map(len, map(json_for_script, out)))
+        if size <= budget:
+            return out
+    raise ValueError(f"max_bytes leaves {budget} bytes for this view's data, but even one position needs {size}: "
+                     "raise max_bytes")
+
+
+def positions_note(shown: int, lengths: Sequence[int]) -> list[str]:
+    """The page note for inputs cut to their first `shown` positions ([] when nothing is cut)."""
+    n = max(lengths)
+    if shown >= n:
+        return []
+    of = f"of {n}" if len(lengths) == 1 else f"of each text (the longest has {n})"
+    return [f"showing positions 0-{shown - 1} {of}, to fit the page's size budget (max_bytes)"]
 
 
 def is_model(x: Any) -> bool:
@@ -91,8 +153,14 @@ class VizWidget(anywidget.AnyWidget):
         raise NotImplementedError
 
     def _static_payload(self, max_bytes: int) -> dict[str, Any]:
-        """Everything the standalone page's responder needs, as JSON-able data, within `max_bytes`."""
+        """Everything the standalone page's responder needs, as JSON-able data, within `max_bytes` of JSON; a
+        `notes` list says what was left out or rounded to fit."""
         raise NotImplementedError
+
+    def _export(self, budget: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(state, payload) of the standalone page, their JSON together within `budget` bytes."""
+        state = self._state()
+        return state, self._static_payload(budget - len(json_for_script(state)))
 
     def _state(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self._state_keys}
@@ -104,12 +172,15 @@ class VizWidget(anywidget.AnyWidget):
 
         Args:
             path: where to write the page; None only returns it.
-            max_bytes: size budget of the page; long inputs are stored at lower precision/resolution to fit
-                (the page says so).
-            title: the page's <title>.
+            max_bytes: size budget of the page (bytes, at least 50,000); long inputs are stored at lower
+                precision or resolution, or cut to their first positions, to fit (the page says so).
+            title: the page's <title> (default: the view's title, else its class name).
 
         Returns:
             The path written (a `Path`), or the page as a string when `path` is None.
+
+        Raises:
+            ValueError: `max_bytes` is too small for even the coarsest form of this view.
         """
         page = self._page(max_bytes, title)
         if path is None:
@@ -163,12 +234,13 @@ class VizWidget(anywidget.AnyWidget):
         return ", ".join(([repr(title)] if title else []) + facts)
 
     def _page(self, max_bytes: int, title: str | None) -> str:
-        """The standalone page (see `to_html`)."""
+        """The standalone page (see `to_html`).
+
+        Raises:
+            ValueError: `max_bytes` below 50,000, or too small for even the coarsest form of this view's data.
+        """
         if max_bytes < 50_000:
             raise ValueError(f"max_bytes must be at least 50000, got {max_bytes}")
-        payload = self._static_payload(max_bytes - 60_000 - len(self._esm) - len(self._css))
-        payload["source"] = "standalone page"
-        name = title or type(self).__name__
         boot = (  # in the same module as the widget's code, so `render` is in scope without being exported
             "\n// ---- standalone bootstrap\n"
             "{\n"
@@ -176,21 +248,37 @@ class VizWidget(anywidget.AnyWidget):
             "  const data = JSON.parse(document.getElementById('wb-data').textContent);\n"
             "  const el = document.getElementById('wb-root');\n"
             "  render({ model: staticModel(state, staticResponder(data)), el });\n"
+            "  pageNotes(el, data.notes);\n"
             "  el.dataset.ready = '1';\n"
             "}\n"
         )
-        return (
+        parts = [
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(name)}</title>\n<style>\n{self._css}\n</style></head>\n<body>\n"
-            '<div id="wb-root"></div>\n'
-            f'<script type="application/json" id="wb-state">{_json_for_script(self._state())}</script>\n'
-            f'<script type="application/json" id="wb-data">{_json_for_script(payload)}</script>\n'
-            f'<script type="module">\n{self._esm}{boot}</script>\n</body></html>\n'
-        )
+            f"<title>{html_text(title or getattr(self, 'title', '') or type(self).__name__)}</title>\n"
+            f"<style>\n{self._css}\n</style></head>\n<body>\n"
+            '<div id="wb-root"></div>\n<script type="application/json" id="wb-state">',
+            None,
+            '</script>\n<script type="application/json" id="wb-data">',
+            None,
+            f'</script>\n<script type="module">\n{self._esm}{boot}</script>\n</body></html>\n',
+        ]
+        fixed = sum(len(x.encode("utf-8")) for x in parts if x is not None)
+        state, payload = self._export(max_bytes - fixed - 100)  # 100: the "source" added below
+        payload["source"] = "standalone page"
+        parts[1], parts[3] = json_for_script(state), json_for_script(payload)
+        page = "".join(parts)
+        size = len(page.encode("utf-8"))
+        if size > max_bytes:
+            raise ValueError(f"{type(self).__name__}: this input needs a page of at least {size} bytes, over "
+                             f"max_bytes={max_bytes}; raise max_bytes or show less (fewer texts, layers or heads)")
+        return page
 
     def _repr_html_(self) -> str:
         """The standalone page in a sandboxed iframe, for frontends that cannot show widgets."""
-        page = self._page(max(self.fallback_max_bytes, 200_000), None)
+        try:
+            page = self._page(max(self.fallback_max_bytes, 200_000), None)
+        except ValueError as err:  # an input too large for the fallback's budget: say so instead of failing
+            return f"<p>{html_text(str(err))}</p>"
         return (
             f'<iframe srcdoc="{html.escape(page, quote=True)}" sandbox="allow-scripts" '
             'style="width:100%;height:760px;border:0"></iframe>'

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,7 @@ import traitlets as t
 
 from workbench.analysis import lens_log_probs, residual_stack
 from workbench.inputs import as_prompts, token_strings
-from workbench.viz.base import VizWidget, is_model, per_prompt_tokens
+from workbench.viz.base import VizWidget, fit, is_model, json_floats, per_prompt_tokens, positions_note
 
 BUILTIN_TARGETS = [["top", "top token of each cell"], ["final", "model's final prediction"], ["next", "actual next token"]]
 
@@ -28,11 +28,12 @@ class LogitLensView(VizWidget):
         tokens: display strings of one prompt, or one list per prompt.
         log_probs: per prompt, the lens's log-probabilities `[rows, pos, vocab]` (array or tensor), or a
             function of no arguments returning them (computed when needed, so vocabulary-sized arrays are
-            not held); the last row is the model's own prediction.
+            not held; `from_model` / `from_cache` compute them a block of positions at a time); the last row
+            is the model's own prediction. One pass at construction keeps the top k and every offered target.
         ids: per prompt, its token ids (for the "next token" target).
         tokenizer: decodes top tokens and encodes typed targets (None: ids show as `#123`).
         row_labels: one label per row (default `embed`, `L0`, ...).
-        k: how many top tokens the hover shows.
+        k: how many top tokens the hover shows (at most the vocabulary: a larger k is clamped to it).
         targets: extra target tokens (strings, first token used) to precompute for the standalone page.
 
     `LogitLensView(model, text_or_tokens, ...)` is shorthand for `LogitLensView.from_model(...)`.
@@ -66,7 +67,7 @@ class LogitLensView(VizWidget):
             tokens, log_probs, ids, tokenizer, row_labels = _model_data(tokens, log_probs)
         if metric not in ("prob", "rank"):
             raise ValueError(f"metric must be 'prob' or 'rank', got {metric!r}")
-        if not isinstance(k, int) or k < 1:
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         token_lists = per_prompt_tokens(tokens)
         self._log_probs = [log_probs] if len(token_lists) == 1 and not isinstance(log_probs, (list, tuple)) else list(log_probs)
@@ -74,19 +75,18 @@ class LogitLensView(VizWidget):
         if not len(self._log_probs) == len(self._ids) == len(token_lists):
             raise ValueError(f"{len(token_lists)} prompts of tokens, {len(self._log_probs)} of log_probs, {len(self._ids)} of ids")
         self._tok = tokenizer
-        first = self._lp(0)
-        self._k = min(k, first.shape[-1])
-        self._vocab = int(first.shape[-1])
-        self._topk = []  # per prompt (ids [rows, pos, k], probs [rows, pos, k])
-        for i in range(len(token_lists)):
-            vals, top = self._lp(i).topk(self._k, dim=-1)
-            self._topk.append((top.numpy(), vals.exp().numpy()))
-        labels = list(row_labels) if row_labels is not None else ["embed"] + [f"L{r}" for r in range(first.shape[0] - 1)]
-        if len(labels) != first.shape[0]:
-            raise ValueError(f"{len(labels)} row labels for {first.shape[0]} rows")
+        self._k = int(k)  # clamped to the vocabulary by the first scan
+        self._vocab = 0
+        self._names: dict[int, str] = {}  # token id -> display string
+        self._topk: list[tuple[np.ndarray, np.ndarray]] = []  # per prompt: ids, probs [rows, pos, k]
+        self._cells: dict[tuple[int, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # target ids, prob, rank
         self._extra = [f"text:{x}" for x in targets]
-        for x in self._extra:
-            self._target_ids(0, x)  # validate now, not in the browser
+        for i in range(len(token_lists)):  # one pass each: the top k and every target the page offers
+            self._scan(i, ["final", "next"] + self._extra)
+        rows = self._topk[0][0].shape[0]
+        labels = list(row_labels) if row_labels is not None else _row_labels(rows)
+        if len(labels) != rows:
+            raise ValueError(f"{len(labels)} row labels for {rows} rows")
         options = BUILTIN_TARGETS + [[x, f'"{x[5:]}"'] for x in self._extra]
         super().__init__(
             prompts=[{"tokens": tk} for tk in token_lists], row_labels=[l if l == "embed" else f"after {l}" for l in labels],
@@ -118,22 +118,61 @@ class LogitLensView(VizWidget):
         ids = torch.as_tensor(ids).reshape(-1, torch.as_tensor(ids).shape[-1])
         resid, _ = cache.accumulated_resid(return_labels=True)  # [rows, b, p, d]
         tok = getattr(model, "tokenizer", None)
-        thunks = [functools.partial(lens_log_probs, model, resid[:, b]) for b in range(ids.shape[0])]
+        lenses = [_Lens(model, resid[:, b]) for b in range(ids.shape[0])]
         tokens = [token_strings(tok, row, readable=True) for row in ids]
-        return cls(tokens, thunks, ids.tolist(), tok, _row_labels(resid.shape[0]), **kwargs)
+        return cls(tokens, lenses, ids.tolist(), tok, _row_labels(resid.shape[0]), **kwargs)
 
-    def _lp(self, prompt: int) -> torch.Tensor:
-        """Log-probabilities `[rows, pos, vocab]` of one prompt (float32, on the CPU)."""
-        lp = self._log_probs[prompt]
-        lp = lp() if callable(lp) else lp
-        return torch.as_tensor(lp).float().cpu()
+    # ---- computing
+    def _blocks(self, prompt: int) -> Iterator[tuple[slice, torch.Tensor]]:
+        """The prompt's log-probabilities `[rows, c, vocab]` (float32, CPU) a block of positions at a time; a lazy
+        source (from_model / from_cache) computes only the block, so long prompts never hold them all."""
+        src = self._log_probs[prompt]
+        if isinstance(src, _Lens):
+            yield from src.blocks()
+            return
+        lp = torch.as_tensor(src() if callable(src) else src).float().cpu()
+        if lp.ndim != 3:
+            raise ValueError(f"log_probs of prompt {prompt} must be [rows, pos, vocab], got shape {tuple(lp.shape)}")
+        step = _block_positions(lp.shape[0], lp.shape[2])
+        for a in range(0, lp.shape[1], step):
+            yield slice(a, a + step), lp[:, a : a + step]
+
+    def _scan(self, prompt: int, targets: Sequence[str]) -> None:
+        """One pass over a prompt's log-probabilities: its top k (the first time) and, for each target not yet
+        cached, the target id, probability and rank of every cell."""
+        todo = list(dict.fromkeys(t for t in targets if t != "top" and (prompt, t) not in self._cells))
+        first = prompt == len(self._topk)
+        if not first and not todo:
+            return
+        fixed = {t: self._target_ids(prompt, t) for t in todo if t != "final"}  # validated before the pass
+        tops, vals, cells = [], [], {t: ([], [], []) for t in todo}
+        for sl, lp in self._blocks(prompt):
+            if first:
+                self._vocab = self._vocab or int(lp.shape[-1])
+                self._k = min(self._k, self._vocab)
+                v, top = lp.topk(self._k, dim=-1)
+                tops.append(top.numpy())
+                vals.append(v.exp().numpy())
+            top = tops[-1] if first else self._topk[prompt][0][:, sl]
+            lpn = lp.numpy()
+            for t in todo:
+                tids = top[-1, :, 0].astype(np.int64) if t == "final" else fixed[t][sl]
+                if tids.max(initial=-1) >= lpn.shape[-1]:
+                    raise ValueError(f"target {t!r} is token {tids.max()}, outside the vocabulary 0..{lpn.shape[-1] - 1}")
+                safe = np.where(tids >= 0, tids, 0)
+                tlp = np.take_along_axis(lpn, np.broadcast_to(safe[None, :, None], (lpn.shape[0], len(safe), 1)), -1)
+                out = cells[t]
+                out[0].append(tids)
+                out[1].append(np.exp(tlp[..., 0]))
+                out[2].append(1 + (lpn > tlp).sum(-1))
+        if first:
+            self._topk.append((np.concatenate(tops, 1), np.concatenate(vals, 1)))
+        for t, (tids, prob, rank) in cells.items():
+            self._cells[(prompt, t)] = (np.concatenate(tids), np.concatenate(prob, 1), np.concatenate(rank, 1))
 
     def _target_ids(self, prompt: int, target: str) -> np.ndarray:
-        """Target token id per position ([pos], -1 where there is none)."""
+        """Target token id per position ([pos], -1 where there is none) of the targets other than 'final'."""
         ids = self._ids[prompt]
-        ids_top, _ = self._topk[prompt]
-        if target == "final":
-            return ids_top[-1, :, 0].astype(np.int64)
         if target == "next":
             return np.array(ids[1:] + [-1], dtype=np.int64)
         if target.startswith("text:"):
@@ -143,10 +182,33 @@ class LogitLensView(VizWidget):
             enc = list(getattr(enc, "ids", enc))  # a workbench/HF tokenizer's list or a tokenizers Encoding
             if not enc:
                 raise ValueError(f"target text {target[5:]!r} encodes to no token")
-            return np.full(len(ids), enc[0], dtype=np.int64)
-        if target.startswith("id:"):
-            return np.full(len(ids), int(target[3:]), dtype=np.int64)
-        raise ValueError(f"unknown target {target!r}; expected 'top', 'final', 'next', 'text:<token>' or 'id:<n>'")
+            tid = enc[0]
+        elif target.startswith("id:") and target[3:].strip().isdigit():
+            tid = int(target[3:])
+        else:
+            raise ValueError(f"unknown target {target!r}; expected 'top', 'final', 'next', 'text:<token>' or 'id:<n>'")
+        return np.full(len(ids), tid, dtype=np.int64)
+
+    def _strings(self, ids: np.ndarray) -> list[str]:
+        """Display strings of token ids (any shape, flattened); each id decoded once per view."""
+        flat = ids.ravel().tolist()
+        new = sorted({i for i in flat if i not in self._names})
+        self._names.update(zip(new, token_strings(self._tok, new, readable=True)))
+        return [self._names[i] for i in flat]
+
+    def _target(self, prompt: int, target: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        """(target ids [pos] (-1: none), probability [rows, pos], rank [rows, pos], label) of one target."""
+        if not 0 <= prompt < len(self._ids):
+            raise KeyError(f"prompt {prompt} out of range 0..{len(self._ids) - 1}")
+        if target == "top":
+            ids_top, probs_top = self._topk[prompt]
+            prob = probs_top[..., 0]
+            label = "probability of each cell's own top token"
+            return np.full(prob.shape[1], -1), prob, np.ones(prob.shape, dtype=np.int64), label
+        self._scan(prompt, [target])
+        named = {"final": "the model's final prediction", "next": "the actual next token"}
+        label = f"probability of {named[target] if target in named else repr(target.split(':', 1)[1])}"
+        return (*self._cells[(prompt, target)], label)
 
     def grid(self, prompt: int = 0, target: str = "final") -> dict[str, Any]:
         """Everything one heatmap shows, as JSON-able lists.
@@ -155,34 +217,17 @@ class LogitLensView(VizWidget):
             dict with `top_tokens`/`top_probs` [rows][pos][k], `target_prob`/`target_rank` [rows][pos]
             (None where the target is undefined), `target_tokens` [pos], `vocab`, `label`.
         """
-        if not 0 <= prompt < len(self._ids):
-            raise KeyError(f"prompt {prompt} out of range 0..{len(self._ids) - 1}")
+        tids, prob, rank, label = self._target(prompt, target)
         ids_top, probs_top = self._topk[prompt]
-        top_tokens = [[token_strings(self._tok, cell, readable=True) for cell in row] for row in ids_top.tolist()]
-        if target == "top":
-            prob = probs_top[..., 0].astype(np.float64)
-            rank = np.ones_like(prob, dtype=np.int64)
-            tgt_tokens = [None] * prob.shape[1]
-            label = "probability of each cell's own top token"
-            valid = np.ones(prob.shape[1], dtype=bool)
-        else:
-            tids = self._target_ids(prompt, target)
-            valid = tids >= 0
-            lp = self._lp(prompt)  # [rows, pos, vocab]
-            safe = torch.as_tensor(np.where(valid, tids, 0))
-            tlp = lp.gather(-1, safe[None, :, None].expand(lp.shape[0], -1, 1))[..., 0]  # [rows, pos]
-            prob = tlp.exp().double().numpy()
-            rank = (1 + (lp > tlp[..., None]).sum(-1)).numpy()
-            tgt_tokens = [token_strings(self._tok, [int(i)], readable=True)[0] if v else None for i, v in zip(tids, valid)]
-            named = {"final": "the model's final prediction", "next": "the actual next token"}
-            label = f"probability of {named[target] if target in named else repr(target.split(':', 1)[1])}"
-        # JSON has no NaN: positions without a target (the last one for "next") become null
-        target_prob = [[float(x) if valid[c] else None for c, x in enumerate(row)] for row in prob]
-        target_rank = [[int(x) if valid[c] else None for c, x in enumerate(row)] for row in rank]
-        vocab = self._vocab
+        top_tokens = np.array(self._strings(ids_top), dtype=object).reshape(ids_top.shape).tolist()
+        keep = [True] * len(tids) if target == "top" else (tids >= 0).tolist()  # JSON has no NaN: None where undefined
+        names = [None] * len(tids) if target == "top" else self._strings(np.maximum(tids, 0))
         return {
-            "top_tokens": top_tokens, "top_probs": np.round(probs_top, 5).tolist(), "target_prob": target_prob,
-            "target_rank": target_rank, "target_tokens": tgt_tokens, "vocab": vocab, "label": label, "target": target,
+            "top_tokens": top_tokens, "top_probs": np.round(probs_top, 5).tolist(),
+            "target_prob": [[x if v else None for x, v in zip(row, keep)] for row in prob.astype(np.float64).tolist()],
+            "target_rank": [[x if v else None for x, v in zip(row, keep)] for row in rank.tolist()],
+            "target_tokens": [s if v else None for s, v in zip(names, keep)],
+            "vocab": self._vocab, "label": label, "target": target,
         }  # fmt: skip
 
     def _respond(self, request: dict[str, Any]) -> tuple[dict[str, Any], list[bytes]]:
@@ -198,9 +243,66 @@ class LogitLensView(VizWidget):
         )
         return state
 
-    def _static_payload(self, max_bytes: int) -> dict[str, Any]:
-        keys = [o[0] for o in self._state()["target_options"]]
-        return {"grids": [{key: self.grid(p, key) for key in keys} for p in range(len(self._ids))]}
+    def _export(self, budget: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Top tokens once per prompt (ids into one string table), each target's probabilities and ranks; when over
+        budget, probabilities rounded to 3 digits, then the hover's list cut to the top token, then the first
+        positions only (the page says so)."""
+        state = self._state()
+        keys = [o[0] for o in state["target_options"]]
+        targets = [[self._target(p, key) for key in keys] for p in range(len(self._ids))]
+        lengths = [len(x) for x in self._ids]
+
+        def build(level: tuple[int | None, int, int], n: int) -> tuple[dict, dict]:
+            sig, decimals, k = level
+            used = [ids[:, :n, :k] for ids, _ in self._topk] + [np.maximum(t[0][:n], 0) for ts in targets for t in ts]
+            table = np.unique(np.concatenate([u.ravel() for u in used]))
+            index = lambda a: np.searchsorted(table, a).tolist()  # noqa: E731
+            top = [{"ids": index(ids[:, :n, :k]), "probs": np.round(probs[:, :n, :k], decimals).tolist()}
+                   for ids, probs in self._topk]
+
+            def cells(tids: np.ndarray, prob: np.ndarray, rank: np.ndarray, label: str) -> dict[str, Any]:
+                keep = (tids[:n] >= 0).tolist()  # JSON has no NaN: None where the target is undefined
+                mask = lambda rows: [[x if v else None for x, v in zip(row, keep)] for row in rows]  # noqa: E731
+                return {"tokens": mask([index(np.maximum(tids[:n], 0))])[0], "label": label,
+                        "prob": mask([json_floats(row[:n], sig=sig) for row in prob]), "rank": mask(rank[:, :n].tolist())}
+
+            grids = [{key: {"own": True, "label": t[3]} if key == "top" else cells(*t) for key, t in zip(keys, ts)}
+                     for ts in targets]
+            notes = (["probabilities rounded to 3 digits"] if sig == 3 else []) + (
+                [f"the hover lists the top {k} of {self._k} tokens"] if k < self._k else []) + positions_note(n, lengths)
+            page_state = dict(state, prompts=[{"tokens": p["tokens"][:n]} for p in state["prompts"]])
+            payload = {"strings": self._strings(table), "top": top, "grids": grids, "vocab": self._vocab, "notes": notes}
+            return page_state, payload
+
+        return fit(build, [(6, 5, self._k), (3, 3, self._k), (3, 3, 1)], max(lengths), budget)
+
+
+class _Lens:
+    """The logit lens of one prompt, computed lazily a block of positions at a time (`analysis.lens_log_probs`).
+
+    Args:
+        model: the model whose final LayerNorm and unembedding decode the residual stream.
+        resid: `[rows, pos, d]` residual streams.
+    """
+
+    def __init__(self, model: Any, resid: torch.Tensor) -> None:
+        self.model, self.resid = model, resid
+
+    def __call__(self) -> torch.Tensor:
+        """All log-probabilities `[rows, pos, vocab]`."""
+        return lens_log_probs(self.model, self.resid)
+
+    def blocks(self) -> Iterator[tuple[slice, torch.Tensor]]:
+        """(positions, log-probabilities `[rows, c, vocab]` float32) for consecutive blocks of positions."""
+        rows, n = self.resid.shape[:2]
+        step = _block_positions(rows, self.model.config.vocab_size)
+        for a in range(0, n, step):
+            yield slice(a, a + step), lens_log_probs(self.model, self.resid[:, a : a + step]).float().cpu()
+
+
+def _block_positions(rows: int, vocab: int) -> int:
+    """Positions per block: about 32M log-probabilities (128 MB)."""
+    return max(1, 2**25 // max(1, rows * vocab))
 
 
 def _row_labels(rows: int) -> list[str]:
@@ -210,9 +312,6 @@ def _row_labels(rows: int) -> list[str]:
 def _model_data(model: Any, text_or_tokens: Any) -> tuple[list[list[str]], list[Any], list[list[int]], Any, list[str]]:
     """(tokens, lazy log-probabilities, ids per prompt, tokenizer, row labels) of the logit lens on `model`."""
     prompts = as_prompts(model, text_or_tokens)
-    thunks = []
-    for p in prompts:
-        resid = residual_stack(model, torch.tensor([p.ids]))[0][:, 0]  # [rows, pos, d]
-        thunks.append(functools.partial(lens_log_probs, model, resid))
+    lenses = [_Lens(model, residual_stack(model, torch.tensor([p.ids]))[0][:, 0]) for p in prompts]  # [rows, pos, d]
     rows = model.config.num_hidden_layers + 1
-    return [p.tokens for p in prompts], thunks, [p.ids for p in prompts], model.tokenizer, _row_labels(rows)
+    return [p.tokens for p in prompts], lenses, [p.ids for p in prompts], model.tokenizer, _row_labels(rows)

@@ -11,13 +11,9 @@ import traitlets as t
 
 from workbench.analysis import component_logit_attribution, mlp_activations, per_token_loss
 from workbench.inputs import as_prompts
-from workbench.viz.base import VizWidget, as_array, is_model, per_prompt_tokens
+from workbench.viz.base import VizWidget, as_array, fit, is_model, json_floats, per_prompt_tokens, positions_note
 
 KINDS = ("loss", "neuron", "dla")
-
-
-def _nan_to_none(a: np.ndarray) -> list[float | None]:
-    return [None if not np.isfinite(x) else round(float(x), 6) for x in a]
 
 
 class TokenView(VizWidget):
@@ -133,6 +129,11 @@ class TokenView(VizWidget):
             dict with `values` (per text, per token, None where undefined), `lo`, `hi`, `diverging`, `label`, and
             for neurons `examples` (top activations over the example texts, with context windows).
         """
+        vals, out = self._series(key)
+        return dict(out, values=[json_floats(v) for v in vals])
+
+    def _series(self, key: str) -> tuple[list[np.ndarray], dict[str, Any]]:
+        """(values per text as float arrays, everything else `values(key)` returns)."""
         out: dict[str, Any] = {"key": key}
         if key == "loss":
             vals = self._loss
@@ -157,8 +158,8 @@ class TokenView(VizWidget):
         else:
             raise ValueError(f"unknown value {key!r}; expected 'loss', 'neuron:<layer>:<index>' or 'dla:<component>'")
         finite = np.concatenate([v[np.isfinite(v)] for v in vals] + [np.zeros(1)])
-        out.update(values=[_nan_to_none(v) for v in vals], lo=float(finite.min()), hi=float(finite.max()))
-        return out
+        out.update(lo=float(finite.min()), hi=float(finite.max()))
+        return vals, out
 
     def top_examples(self, layer: int, neuron: int) -> list[dict[str, Any]]:
         """The `k` highest activations of a neuron over the example texts, each with its context window; a
@@ -181,7 +182,7 @@ class TokenView(VizWidget):
             taken.setdefault(ti, []).append((lo, hi))
             out.append({
                 "score": float(-neg), "text": ti, "pos": pos, "tokens": self._ex_tokens[ti][lo:hi],
-                "values": _nan_to_none(acts[ti][lo:hi]), "center": pos - lo,
+                "values": json_floats(acts[ti][lo:hi]), "center": pos - lo,
             })  # fmt: skip
         return out
 
@@ -199,9 +200,25 @@ class TokenView(VizWidget):
         state["neuron_options"] = [[f"{l}:{n}", f"L{l} neuron {n}"] for l, n in self._neurons_for_page()]
         return state
 
-    def _static_payload(self, max_bytes: int) -> dict[str, Any]:
+    def _export(self, budget: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Every value the page's selectors offer; when over budget, rounded to 3 significant digits, then the first
+        positions of each text only (the page says so)."""
+        state = self._state()
         keys = ["loss"] + [f"dla:{c}" for c in self.components] + [f"neuron:{l}:{n}" for l, n in self._neurons_for_page()]
-        return {"values": {k: self.values(k) for k in keys}}
+        series = {k: self._series(k) for k in keys}
+        lengths = [len(t["tokens"]) for t in self.texts]
+
+        def build(sig: int | None, n: int) -> tuple[dict, dict]:
+            values = {}
+            for key, (vals, meta) in series.items():
+                values[key] = dict(meta, values=[json_floats(v[:n], sig) for v in vals])
+                if "examples" in meta:
+                    values[key]["examples"] = [dict(e, values=json_floats(np.array(e["values"], dtype=float), sig))
+                                               for e in meta["examples"]]
+            notes = (["values rounded to 3 significant digits"] if sig else []) + positions_note(n, lengths)
+            return dict(state, texts=[{"tokens": t["tokens"][:n]} for t in state["texts"]]), {"values": values, "notes": notes}
+
+        return fit(build, [None, 3], max(lengths), budget)
 
 
 def _per_text(values: Any, n: int, what: str, default: Any = None, dtype: Any = np.float64) -> list[np.ndarray]:

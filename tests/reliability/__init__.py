@@ -1,0 +1,1 @@
+"""Reliability regression tests (issue 15): one module per area."""
