@@ -64,7 +64,7 @@ class ForcedAttention(torch.nn.Module):
             logits[torch.arange(b), q, tokens[:, q + 1 - self.seq_len]] = 100.0
         return SimpleNamespace(attentions=attentions if output_attentions else None, logits=logits)
 
-    def run_with_cache(self, tokens: torch.Tensor, names_filter=None, attention_mask=None):
+    def run_with_cache(self, tokens: torch.Tensor, names_filter=None, attention_mask=None, stop_at_layer=None):
         """The one hook-API call the detectors make: the patterns under their cache keys."""
         out = self(tokens, output_attentions=True)
         return out.logits, {("pattern", layer): a for layer, a in enumerate(out.attentions)}

@@ -73,8 +73,9 @@ def attention_patterns(model: torch.nn.Module, tokens: Any, attention_mask: torc
     was_training = model.training
     model.eval()
     try:
+        # stop before the unembedding: only the patterns are wanted
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("attn.hook_pattern"),
-                                        attention_mask=attention_mask)
+                                        attention_mask=attention_mask, stop_at_layer=model.config.num_hidden_layers)
     finally:
         model.train(was_training)
     return torch.stack([cache["pattern", layer].float() for layer in range(model.config.num_hidden_layers)])

@@ -21,13 +21,10 @@ import torch
 from workbench.evals.requests import TokenRequests
 
 
-def _finite_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-# request kind -> whether a value has its shape: (finite log-likelihood, is_greedy) or the generated text
+# request kind -> whether a value has its shape: (finite float log-likelihood, is_greedy) or the generated text
 VALUE_CHECKS: dict[str, Callable[[Any], bool]] = {
-    "ll": lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and _finite_number(v[0]) and isinstance(v[1], bool),
+    "ll": lambda v: (isinstance(v, (list, tuple)) and len(v) == 2 and isinstance(v[0], float) and math.isfinite(v[0])
+                     and isinstance(v[1], bool)),
     "gen": lambda v: isinstance(v, str),
 }
 _FIELDS = {"k", "m", "t", "v", "c"}
@@ -48,8 +45,12 @@ def _valid(rec: Any) -> bool:
         rec["k"], rec["m"], rec["t"], rec["v"])
 
 
-def _no_constant(name: str) -> None:
-    raise ValueError(f"non-finite number {name}")
+def _finite(text: str) -> float:
+    """A JSON number or constant as a float; ValueError for NaN, Infinity and overflowing ones (1e999)."""
+    x = float(text)
+    if not math.isfinite(x):
+        raise ValueError(f"non-finite number {text}")
+    return x
 
 
 class RequestCache:
@@ -91,8 +92,8 @@ class RequestCache:
         bad = old = 0
         for line in lines:
             try:
-                rec = json.loads(line, parse_constant=_no_constant)
-            except (ValueError, RecursionError):  # not JSON or not UTF-8, NaN / Infinity, absurd nesting
+                rec = json.loads(line, parse_float=_finite, parse_constant=_finite)
+            except (ValueError, RecursionError):  # not JSON or not UTF-8, a non-finite number, absurd nesting
                 rec = None
             if _valid(rec):
                 self._data[rec["k"]] = (rec["m"], rec["t"], rec["v"])
