@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from .hook_points import SITES
+from .hook_points import SITES, position_selector
 
 # Shorthand -> component, from the site table: ("pattern", 3) is blocks.3.attn.hook_pattern.
 _COMPONENT_OF = {s.attr.removeprefix("hook_"): s.component for s in SITES if s.component in ("attn", "mlp")}
@@ -201,11 +201,7 @@ class ActivationCache:
     def _slice_pos(t: torch.Tensor, pos_slice: Any, dim: int) -> torch.Tensor:
         if pos_slice is None:
             return t
-        if isinstance(pos_slice, int):
-            return t.select(dim, pos_slice)
-        if isinstance(pos_slice, slice):
-            return t[(slice(None),) * (dim % t.dim()) + (pos_slice,)]
-        return t.index_select(dim, torch.as_tensor(pos_slice, dtype=torch.long, device=t.device) % t.shape[dim])
+        return position_selector(pos_slice)(t, dim % t.dim())  # the hook API's rule: out-of-range positions raise
 
     # ---- layer norm on stacks ----------------------------------------------------------------------
     def apply_ln_to_stack(

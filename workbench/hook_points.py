@@ -25,7 +25,7 @@ import contextvars
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -287,3 +287,56 @@ def sites_markdown() -> str:
                     f"{site.fires} | {'yes' if site.in_full_cache else 'no'} | {site.doc} |")
     return ("# Hook points\n\nGenerated from `workbench/hook_points.py` (`SITES`) by `sites_markdown()`; "
             "`L` is the layer. Names are TransformerLens's.\n\n" + "\n".join(rows) + "\n")
+
+
+def position_selector(pos_slice: Any) -> Callable[[torch.Tensor, int], torch.Tensor] | None:
+    """pos_slice -> fn(tensor, dim) keeping those positions of `dim` (an int drops the dimension).
+
+    Args:
+        pos_slice: None, an int, a slice (step >= 1), or 1-D integer positions (list, tuple, tensor, array);
+            negative positions count from the end.
+
+    Raises:
+        TypeError: anything else (floats, bools, strings ...).
+        ValueError: a slice step < 1, or positions that are not 1-D.
+        IndexError (when applied): a position outside [-n, n) for a dimension of n positions.
+    """
+    if pos_slice is None:
+        return None
+    if isinstance(pos_slice, slice):
+        parts = (pos_slice.start, pos_slice.stop, pos_slice.step)
+        if any(p is not None and (isinstance(p, bool) or not isinstance(p, int)) for p in parts):
+            raise TypeError(f"pos_slice {pos_slice!r}: a slice's start, stop and step must be ints or None")
+        if pos_slice.step is not None and pos_slice.step < 1:
+            raise ValueError(f"pos_slice {pos_slice!r}: the step must be >= 1")
+        return lambda t, dim: t[(slice(None),) * (dim % t.dim()) + (pos_slice,)]
+    index = _positions(pos_slice)
+
+    def keep(t: torch.Tensor, dim: int) -> torch.Tensor:
+        n = t.shape[dim]
+        bad = index[(index < -n) | (index >= n)]
+        if bad.numel():
+            shown = int(index) if index.dim() == 0 else bad.tolist()[:5]
+            raise IndexError(f"pos_slice {shown} is out of range for {n} positions (allowed: -{n} to {n - 1})")
+        wrapped = torch.where(index < 0, index + n, index)
+        return t.select(dim, int(wrapped)) if index.dim() == 0 else t.index_select(dim, wrapped.to(t.device))
+
+    return keep
+
+
+def _positions(pos_slice: Any) -> torch.Tensor:
+    """An int (0-d) or 1-D integer positions as a CPU long tensor (TypeError / ValueError naming pos_slice)."""
+    allowed = "an int, a slice or a 1-D list of int positions"
+    if isinstance(pos_slice, (bool, str, bytes)):
+        raise TypeError(f"pos_slice must be {allowed}, got {pos_slice!r}")
+    try:
+        index = torch.as_tensor(pos_slice, device="cpu")
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"pos_slice must be {allowed}, got {type(pos_slice).__name__}") from error
+    if index.numel() == 0 and index.dim() == 1:
+        return index.long()  # [] is float32 to torch
+    if index.dtype == torch.bool or index.is_floating_point() or index.is_complex():
+        raise TypeError(f"pos_slice must be {allowed}, got dtype {index.dtype}")
+    if index.dim() > 1:
+        raise ValueError(f"pos_slice must be {allowed}, got shape {tuple(index.shape)}")
+    return index.long()

@@ -646,7 +646,7 @@ def _check_inputs(input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor | 
             raise ValueError(f"input_ids must be 2-D [batch, pos], got shape {tuple(input_ids.shape)}")
         if input_ids.shape[1] == 0 or input_ids.shape[0] == 0:
             raise ValueError(f"input_ids is empty (shape {tuple(input_ids.shape)}): give at least one token per row")
-        low, high = torch.aminmax(input_ids)
+        low, high = torch.aminmax(input_ids.long())  # int8/uint8 ids would wrap or overflow the comparison
         if low < 0 or high >= config.vocab_size:
             bad = int(low) if low < 0 else int(high)
             raise ValueError(f"token id {bad} is out of range: ids must be in [0, {config.vocab_size - 1}]")

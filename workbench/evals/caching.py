@@ -163,9 +163,9 @@ class RequestCache:
         foreign = [m for m, _, _ in self._data.values() if m not in (None, model_id)]
         if foreign and model_id not in self._warned:
             self._warned.add(model_id)
-            warnings.warn(f"request cache {self.path}: {len(foreign)} records were computed by another model or "
-                          f"config (fingerprint {', '.join(sorted(set(foreign)))}; this one is {model_id}): "
-                          "not used", stacklevel=3)
+            warnings.warn(f"request cache {self.path}: {len(foreign)} of {len(self._data)} records were computed by "
+                          f"another model or config (fingerprint {', '.join(sorted(set(foreign)))}; this one is "
+                          f"{model_id}): not used", stacklevel=3)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -214,7 +214,8 @@ class CachingEngine(TokenRequests):
     `stats["cached"]` counts the requests answered from the cache.
 
     Args:
-        engine: a `RequestEngine` (or anything with its `loglikelihood_tokens` / `generate_until(..., on_done=)`).
+        engine: a `RequestEngine` (or anything with its `loglikelihood_tokens` / `generate_until(..., on_done=,
+            known=)`).
         cache: the `RequestCache`.
         model_id: identity used in the keys; default `model_fingerprint(engine.model, engine.max_length)`.
     """
@@ -237,8 +238,6 @@ class CachingEngine(TokenRequests):
     ) -> list[tuple[float, bool] | None]:
         """The engine's `loglikelihood_tokens`, answered from the cache where it can."""
         keys = [request_key(self.model_id, "ll", [ctx, cont]) for ctx, cont in pairs]
-        # counts truncation as computed
-        self.engine.check_pairs([p for p, k in zip(pairs, keys) if self.cache.get(k, "ll") is not None])
         return self._answer(self.engine.loglikelihood_tokens, pairs, keys, "ll", desc, lambda v: (float(v[0]), v[1]))
 
     def generate_until(self, requests: Sequence[tuple[str, dict]], desc: str = "generate_until") -> list[str]:
@@ -249,21 +248,23 @@ class CachingEngine(TokenRequests):
     def _answer(self, compute: Callable, requests: Sequence, keys: list[str], kind: str, desc: str,
                 load: Callable) -> list:
         """Cached `kind` values (read back through `load`) where the cache has the key, the engine's `compute` for
-        the rest (each of its batches stored as it finishes)."""
+        the rest, each of its batches stored as it finishes.
+
+        The engine gets every request, the cached ones as `known`: it forms the batches of an uncached run and
+        skips those it has nothing to compute in, so a resumed run's results are bitwise an uninterrupted one's.
+        """
         out: list[Any] = [None] * len(requests)
-        todo = []
         for i, key in enumerate(keys):
             value = self.cache.get(key, kind)
-            if value is not None:
-                out[i] = load(value)
-            else:
-                todo.append(i)
-        self.engine.stats["cached"] += len(requests) - len(todo)
+            out[i] = None if value is None else load(value)
+        known = {i for i, value in enumerate(out) if value is not None}
+        self.engine.stats["cached"] += len(known)
 
-        def store(done: list[int], values: list) -> None:  # after each batch; `done` indexes `todo`
-            self.cache.put_many([(keys[todo[j]], v) for j, v in zip(done, values)], kind, self.model_id)
+        def store(done: list[int], values: list) -> None:  # after each batch
+            self.cache.put_many([(keys[i], v) for i, v in zip(done, values)], kind, self.model_id)
 
-        if todo:
-            for i, value in zip(todo, compute([requests[i] for i in todo], desc=desc, on_done=store)):
-                out[i] = value
+        if len(known) < len(requests):
+            for i, value in enumerate(compute(requests, desc=desc, on_done=store, known=known)):
+                if i not in known:
+                    out[i] = value
         return out

@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +69,8 @@ class _Run:
     on_done: OnDone | None
     pbar: Any
     pending: dict[Tokens, list[torch.Tensor]]  # log-prob rows already computed in an input's ancestors
+    known: Collection[int]  # requests not to compute (the caller has them)
+    open: set[Tokens]  # inputs with a request to compute
 
 
 class RequestEngine(TokenRequests):
@@ -191,7 +193,11 @@ class RequestEngine(TokenRequests):
 
     # ---------------------------------------------------------------- log-likelihoods
     def loglikelihood_tokens(
-        self, pairs: Sequence[tuple[list[int], list[int]]], desc: str = "loglikelihood", on_done: OnDone | None = None
+        self,
+        pairs: Sequence[tuple[list[int], list[int]]],
+        desc: str = "loglikelihood",
+        on_done: OnDone | None = None,
+        known: Collection[int] = frozenset(),
     ) -> list[tuple[float, bool] | None]:
         """`loglikelihood` on already tokenised `(context ids, continuation ids)` pairs (context non-empty).
 
@@ -199,9 +205,12 @@ class RequestEngine(TokenRequests):
             pairs: the requests.
             desc: progress bar label.
             on_done: called after every batch with the indices (into `pairs`) it finished and their results.
+            known: indices of requests the caller already has (a resumed run's cached ones). The batches are those
+                of all `pairs`; a batch whose requests are all known (with everything below it) is skipped, the
+                others run whole, so every result is bitwise what a run without `known` gives.
 
         Returns:
-            `(logprob, is_greedy)` per pair; with `shard`, None for the pairs of other ranks' batches.
+            `(logprob, is_greedy)` per pair; None for the known pairs and, with `shard`, for other ranks' batches.
         """
         self.check_pairs(pairs)
         results: list[tuple[float, bool] | None] = [None] * len(pairs)
@@ -216,8 +225,10 @@ class RequestEngine(TokenRequests):
         need = {inp: max(len(pairs[i][1]) for i in reqs) for inp, reqs in inputs.items()}
         sharing = self.share_context_kv and self._head is not None
         forest = build_prefix_forest(inputs, MIN_SHARED_TOKENS if sharing else L + 1)
-        pbar = tqdm(total=len(pairs), desc=desc, unit="req", disable=not self.progress, dynamic_ncols=True)
-        run = _Run(pairs, inputs, need, results, on_done, pbar, pending={})
+        open_inputs = {x for x, reqs in inputs.items() if any(i not in known for i in reqs)}
+        pbar = tqdm(total=len(pairs) - len(known), desc=desc, unit="req", disable=not self.progress,
+                    dynamic_ncols=True)
+        run = _Run(pairs, inputs, need, results, on_done, pbar, pending={}, known=known, open=open_inputs)
         try:
             with torch.inference_mode():
                 self._run_nodes([(node, 0) for node in forest], None, run)
@@ -230,6 +241,8 @@ class RequestEngine(TokenRequests):
         nodes = sorted(nodes, key=lambda nr: (-len(nr[0].tokens), nr[0].tokens))
         batches = self._batches(nodes, lambda nr: len(nr[0].tokens), kv=lambda nr: nr[0].stop)
         for batch in self._share(batches) if parent is None else batches:  # a subtree stays with its root
+            if not any(x in run.open for node, _ in batch for x in node.inputs):
+                continue  # nothing to compute in it or below
             below: list[tuple[list, _Prefix]] = []  # one entry per forward (more if out of memory split the batch)
             self._run_with_retry(lambda b: below.append(self._forward_nodes(b, parent, run)), batch)
             for children, prefix in below:  # outside the retry: a child's failure must not rerun its parents
@@ -282,14 +295,14 @@ class RequestEngine(TokenRequests):
             logp = self._logprobs(h[at[:, 0], at[:, 1]])  # [n, vocab]
         done: list[int] = []
         for r, (node, _) in enumerate(batch):
-            for x in node.inputs:
+            for x in run.open.intersection(node.inputs):
                 span = _needed_positions(node, x, run.need[x])
                 if len(span):
                     run.pending.setdefault(x, []).append(logp[[wanted[(r, p - node.start)] for p in span]])
-            if node.ends is not None:  # all of this input's positions are done: score its requests
-                x = node.ends
-                self._finish(torch.cat(run.pending.pop(x)), run.inputs[x], run.pairs, run.results)
-                done += run.inputs[x]
+            if node.ends in run.open:  # all of this input's positions are done: score its requests
+                reqs = [i for i in run.inputs[node.ends] if i not in run.known]
+                self._finish(torch.cat(run.pending.pop(node.ends)), reqs, run.pairs, run.results)
+                done += reqs
         self._commit(done, run.results, run.on_done, run.pbar)
 
     def _commit(self, done: list[int], results: list, on_done: OnDone | None, pbar: Any) -> None:
@@ -365,7 +378,11 @@ class RequestEngine(TokenRequests):
     # ---------------------------------------------------------------- generation
     @torch.inference_mode()
     def generate_until(
-        self, requests: Sequence[tuple[str, dict]], desc: str = "generate_until", on_done: OnDone | None = None
+        self,
+        requests: Sequence[tuple[str, dict]],
+        desc: str = "generate_until",
+        on_done: OnDone | None = None,
+        known: Collection[int] = frozenset(),
     ) -> list[str]:
         """Greedy continuation of each context until a stop string, EOS or `max_gen_toks` tokens.
 
@@ -373,9 +390,11 @@ class RequestEngine(TokenRequests):
             requests: `(context, {"until": [...], "max_gen_toks": n})`; lm-eval's defaults (256 tokens, EOS).
             desc: progress bar label.
             on_done: called after every batch with the indices (into `requests`) it finished and their texts.
+            known: indices the caller already has: batches of known requests only are skipped, the others run
+                whole (as in `loglikelihood_tokens`).
 
         Returns:
-            The generated text, cut before the first stop string.
+            The generated text, cut before the first stop string; None for the known requests.
         """
         out: list[str | None] = [None] * len(requests)
         enc = self.tok.encode([ctx for ctx, _ in requests])
@@ -384,15 +403,20 @@ class RequestEngine(TokenRequests):
         for i in sorted(range(len(requests)), key=lambda i: (-len(enc[i]), requests[i][0])):
             by_kw.setdefault(json.dumps(requests[i][1], sort_keys=True), []).append(i)
         bs = self.batch_size if self.batch_size != "auto" else max(1, self.token_budget // max(1, self.max_length))
-        pbar = tqdm(total=len(requests), desc=desc, unit="req", disable=not self.progress, dynamic_ncols=True)
+        pbar = tqdm(total=len(requests) - len(known), desc=desc, unit="req", disable=not self.progress,
+                    dynamic_ncols=True)
         for kwjson, idx in by_kw.items():
             kw = json.loads(kwjson)
             until, max_gen = list(kw.get("until") or []), int(kw.get("max_gen_toks", 256))
+            self.stats["truncated"] += sum(len(enc[i]) > self.max_length - max_gen for i in idx)  # known ones too
             for s in range(0, len(idx), bs):
                 chunk = idx[s : s + bs]
+                todo = [i for i in chunk if i not in known]
+                if not todo:
+                    continue
                 for i, text in zip(chunk, self._generate([enc[i] for i in chunk], until, max_gen)):
-                    out[i] = text
-                self._commit(chunk, out, on_done, pbar)
+                    out[i] = text if i not in known else None
+                self._commit(todo, out, on_done, pbar)
         pbar.close()
         return out  # type: ignore[return-value]
 
@@ -401,7 +425,6 @@ class RequestEngine(TokenRequests):
         max_ctx = self.max_length - max_gen
         if max_ctx <= 0:
             raise ValueError(f"max_gen_toks={max_gen} leaves no room for context in a window of {self.max_length}")
-        self.stats["truncated"] += sum(len(c) > max_ctx for c in contexts)
         ids, mask = _padded([c[-max_ctx:] for c in contexts], self.eot_id, left=True)
         out = generate(self.model, ids.to(self.device), attention_mask=mask.to(self.device), max_new_tokens=max_gen,
                        eos_token_id=self.eot_id, pad_token_id=self.eot_id, stop_strings=until, tokenizer=self.tok)

@@ -69,14 +69,9 @@ def evaluate(
         device: where to run; a model is moved there.
         tokenizer: overrides `model.tokenizer`.
         cache: a `RequestCache` or a JSONL path: finished requests are stored there (checked, tied to the model's
-            fingerprint; see `RequestCache`) and reused by a rerun. A resumed run's per-sample log-likelihoods may
-            differ from an uninterrupted run's in the last float32 digits (a metric changes only where two choices
-            are that close): only the uncached requests reach the engine, so its prefix forest (which prefixes are
-            shared, where segments split) and its batches (rows, padding) differ, and float32 reductions run in
-            another order. Measured on the demo model: 6 of 1,200 log-likelihoods differed, by at most 3.1e-5
-            (2e-7 relative; arc_easy + winogrande, 1-shot, batch_size=4), none of 2,520 with 5 shots and
-            batch_size="auto"; the issue saw up to 6e-5. `tests/test_evals_engine.py` holds it to rel=5e-7,
-            abs=1e-5.
+            fingerprint; see `RequestCache`) and reused by a rerun. A resumed run is bit-identical to an
+            uninterrupted one: the engine still forms the batches of the whole run (the same prefix forest, rows
+            and padding) and only skips the batches whose requests are all cached.
         max_length: context window override, an int >= 1 (default the model's `max_position_embeddings`).
         progress: tqdm bars.
         on_batch: called after every batch with the engine's counters.
