@@ -284,14 +284,21 @@ def test_cli_bad_input_writes_no_result(model_dir, data_dir, tmp_path):
     r = subprocess.run(cmd + ["eval", "--model", str(model_dir), "--tasks", "piqa,nosuchtask", "--data-dir",
                               str(data_dir), "--output", str(out), "--quiet"], capture_output=True, text=True)
     assert r.returncode == 2 and "nosuchtask" in r.stderr and "known tasks" in r.stderr
-    assert not (out / "results.json").exists()
-    r = subprocess.run(cmd + ["eval", "--model", str(model_dir), "--tasks", "arc_easy", "--limit", "3",
-                              "--data-dir", str(data_dir), "--output", str(out), "--quiet", "--no-report"],
-                       capture_output=True, text=True)
+    assert not list(out.rglob("results_*.json"))
+    run = cmd + ["eval", "--model", str(model_dir), "--tasks", "arc_easy", "--limit", "3", "--data-dir", str(data_dir),
+                 "--output", str(out), "--quiet", "--no-report", "--log-samples"]
+    r = subprocess.run(run, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    saved = json.loads((out / "results.json").read_text())
-    assert saved["config"]["limit"] == 3 and "torch" in saved["versions"]
-    assert len(saved["samples"]["arc_easy"][0]["loglikelihoods"]) == 8  # 4 choices + 4 unconditional
+    assert "|arc_easy|" in r.stdout.replace(" ", "")  # lm-eval's markdown table
+    (saved_path,) = out.rglob("results_*.json")
+    saved = json.loads(saved_path.read_text())
+    assert saved["config"]["limit"] == 3 and "torch" in saved["workbench"]["versions"]
+    assert saved["n-samples"]["arc_easy"]["effective"] == 3
+    lines = [json.loads(x) for x in next(out.rglob("samples_arc_easy_*.jsonl")).read_text().splitlines()]
+    assert len(lines) == 3 and len(lines[0]["resps"]) == 4  # lm-eval's 4 choices (not GPT-3's unconditional ones)
+    # a rerun writes new timestamped files beside the first ones
+    assert subprocess.run(run, capture_output=True, text=True).returncode == 0
+    assert len(list(out.rglob("results_*.json"))) == 2
 
 
 def test_shared_few_shot_prefix_matches_transformers_and_runs_once(model, hf):

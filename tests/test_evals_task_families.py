@@ -24,7 +24,8 @@ datasets = pytest.importorskip("datasets")
 lm_eval = pytest.importorskip("lm_eval")
 
 GENERIC = {"__init__", "base", "data_dir", "hub", "readers", "registry", "spec"}
-FAMILIES = {"piqa", "arc", "openbookqa", "sciq", "boolq", "winogrande", "lambada", "hellaswag", "mmlu", "triviaqa"}
+FAMILIES = {"piqa", "arc", "openbookqa", "sciq", "boolq", "winogrande", "lambada", "hellaswag", "mmlu", "triviaqa",
+            "gsm8k", "perplexity"}
 WORDS = "the a cat dog sat ran on under mat red blue big small house tree river stone why how what".split()
 
 
@@ -60,6 +61,8 @@ def _hub_row(path: str, rnd: random.Random) -> dict:
         return {"text": _text(rnd, 15)}
     if path == "cais/mmlu":
         return {"question": _text(rnd, 7) + "?", "choices": [_text(rnd, 2) for _ in range(4)], "answer": rnd.randint(0, 3)}
+    if path == "openai/gsm8k":
+        return {"question": _text(rnd, 8) + "?", "answer": _text(rnd, 5) + f"\n#### {rnd.randint(1, 99)}"}
     if path == "mandarjoshi/trivia_qa":
         return {"question": _text(rnd, 6), "answer": {"aliases": [_text(rnd, 1), _text(rnd, 2)]}}
     raise KeyError(f"no made-up records for hub dataset {path!r}: add its schema to _hub_row")
@@ -81,8 +84,11 @@ def fake_hub(monkeypatch):
 
 
 def family_specs() -> list:
-    """One spec per family module (the first; MMLU's first subject), found through the registry."""
-    return [importlib.import_module(m).SPECS[0] for m in registry.family_modules()]
+    """One spec per family module (the first; MMLU's first subject), found through the registry; perplexity
+    tasks (whole texts, from an installed corpus, no shots) are compared with lm-eval in
+    tests/test_evals_lm_eval_schema.py instead."""
+    specs = [importlib.import_module(m).SPECS[0] for m in registry.family_modules()]
+    return [s for s in specs if s.task.output_type != "loglikelihood_rolling"]
 
 
 def test_every_family_module_is_registered():
@@ -93,8 +99,10 @@ def test_every_family_module_is_registered():
     specs = [s for m in registry.family_modules() for s in importlib.import_module(m).SPECS]
     assert {s.name for s in specs} == set(registry.TASKS)  # every registered task comes from a family module
     assert all(registry.TASKS[s.name] is s and s.lm_eval is not None for s in specs)
-    assert registry.GROUPS == {"mmlu": [s.name for s in specs if s.group == "mmlu"]}
-    assert len(registry.GROUPS["mmlu"]) == 57
+    mmlu = [s.name for s in specs if s.groups[:1] == ("mmlu",)]
+    assert set(registry.GROUPS) == {"mmlu", "mmlu_stem", "mmlu_other", "mmlu_social_sciences", "mmlu_humanities"}
+    assert registry.GROUPS["mmlu"] == mmlu and len(mmlu) == 57
+    assert sorted(t for g in registry.subgroups("mmlu") for t in registry.GROUPS[g]) == sorted(mmlu)
 
 
 def _ours(task, shots: int) -> list[list[tuple]]:

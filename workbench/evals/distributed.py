@@ -229,8 +229,10 @@ class ShardedEngine:
         # only reached for attributes not set in __init__: the wrapped engine's (max_length, device, encode ...)
         return getattr(self.__dict__["engine"], name)
 
-    def _count(self, before: dict) -> None:
-        """Add this call's counter increments of every rank to ``self.stats``."""
+    def _count(self, before: dict, replicated: tuple[str, ...] = ()) -> None:
+        """Add this call's counter increments of every rank to ``self.stats``; the ``replicated`` counters,
+        which every rank counts over all requests (``truncated`` when each rank checks every request of a
+        by-batch call), are taken once (rank 0's), not summed."""
         local_stats = getattr(self.engine, "stats", None)
         if not isinstance(local_stats, dict):
             return
@@ -239,9 +241,10 @@ class ShardedEngine:
         if is_distributed():
             deltas = [None] * dist.get_world_size(self.group)
             dist.all_gather_object(deltas, delta, group=self.group)
-        for part in deltas:
+        for r, part in enumerate(deltas):
             for k, v in part.items():
-                self.stats[k] = self.stats.get(k, 0) + v
+                if r == 0 or k not in replicated:
+                    self.stats[k] = self.stats.get(k, 0) + v
 
     def _by_request(self, method: str, requests: Sequence[Any], *args: Any, **kwargs: Any) -> list[Any]:
         before = dict(getattr(self.engine, "stats", {}) or {})
@@ -261,7 +264,7 @@ class ShardedEngine:
         before = dict(self.engine.stats)
         # the engine's own top-level batches, identical on every rank: this rank's share computed, None elsewhere
         local = list(getattr(self._share, method)(requests, *args, **kwargs))
-        self._count(before)
+        self._count(before, replicated=("truncated",))
         parts: list[Any] = [None] * size
         dist.all_gather_object(parts, local, group=self.group)
         out = [next((part[i] for part in parts if part[i] is not None), None) for i in range(len(requests))]

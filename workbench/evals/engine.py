@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench.evals.caching import CachingEngine, RequestCache, model_fingerprint, request_key
+from workbench.evals.generation_kwargs import normalize as normalize_generation
 from workbench.evals.prefix_tree import PrefixNode, Tokens, build_prefix_forest
 from workbench.evals.requests import TokenRequests, rolling_windows
 from workbench.evals.tokenizer_adapter import TokenizerAdapter
@@ -45,6 +46,7 @@ __all__ = ["CachingEngine", "RequestCache", "RequestEngine", "model_fingerprint"
 # A shared prefix shorter than this is recomputed per input rather than run as its own batched forward.
 MIN_SHARED_TOKENS = 16
 # Rows x longest key length (cached prefix + segment) per batch, in token budgets.
+CPU_TOKEN_BUDGET = 1024  # tokens per batch on a CPU (small batches stay in cache)
 KV_BUDGET_FACTOR = 8
 
 OnDone = Callable[[list[int], list], None]  # (indices of the requests a batch finished, their results)
@@ -140,7 +142,7 @@ class RequestEngine(TokenRequests):
         self.shard = shard
         # auto batching: a token budget per forward; on CUDA it starts high and halves on OOM
         # (CPU: small batches stay in cache; 1024 beat 4096 by 10-15% on the demo model's evals)
-        self.token_budget = 32768 if self.device.type == "cuda" else 1024
+        self.token_budget = 32768 if self.device.type == "cuda" else CPU_TOKEN_BUDGET
         self.stats = {"computed": 0, "cached": 0, "truncated": 0, "forwards": 0, "batches": 0, "tokens": 0}
         self._body, self._head = _split(model)
 
@@ -384,10 +386,14 @@ class RequestEngine(TokenRequests):
         on_done: OnDone | None = None,
         known: Collection[int] = frozenset(),
     ) -> list[str]:
-        """Greedy continuation of each context until a stop string, EOS or `max_gen_toks` tokens.
+        """Continuation of each context until a stop string, EOS or `max_gen_toks` tokens.
+
+        Greedy unless the request's arguments say `do_sample: true` (then `temperature`, `top_p`, `top_k` apply,
+        seeded by the request's `seed`, default 1234, plus the batch's index: a rerun repeats every sample).
 
         Args:
-            requests: `(context, {"until": [...], "max_gen_toks": n})`; lm-eval's defaults (256 tokens, EOS).
+            requests: `(context, {"until": [...], "max_gen_toks": n, ...})`, lm-eval's generation arguments
+                (`workbench.evals.generation_kwargs.normalize`); lm-eval's defaults (256 tokens, EOS).
             desc: progress bar label.
             on_done: called after every batch with the indices (into `requests`) it finished and their texts.
             known: indices the caller already has: batches of known requests only are skipped, the others run
@@ -401,33 +407,39 @@ class RequestEngine(TokenRequests):
         # one batch per set of generation arguments, longest contexts first
         by_kw: dict[str, list[int]] = {}
         for i in sorted(range(len(requests)), key=lambda i: (-len(enc[i]), requests[i][0])):
-            by_kw.setdefault(json.dumps(requests[i][1], sort_keys=True), []).append(i)
+            by_kw.setdefault(json.dumps(normalize_generation(requests[i][1]), sort_keys=True), []).append(i)
         bs = self.batch_size if self.batch_size != "auto" else max(1, self.token_budget // max(1, self.max_length))
         pbar = tqdm(total=len(requests) - len(known), desc=desc, unit="req", disable=not self.progress,
                     dynamic_ncols=True)
         for kwjson, idx in by_kw.items():
             kw = json.loads(kwjson)
-            until, max_gen = list(kw.get("until") or []), int(kw.get("max_gen_toks", 256))
+            max_gen = kw["max_gen_toks"]
             self.stats["truncated"] += sum(len(enc[i]) > self.max_length - max_gen for i in idx)  # known ones too
             for s in range(0, len(idx), bs):
                 chunk = idx[s : s + bs]
                 todo = [i for i in chunk if i not in known]
                 if not todo:
                     continue
-                for i, text in zip(chunk, self._generate([enc[i] for i in chunk], until, max_gen)):
+                for i, text in zip(chunk, self._generate([enc[i] for i in chunk], kw, s // bs)):
                     out[i] = text if i not in known else None
                 self._commit(todo, out, on_done, pbar)
         pbar.close()
         return out  # type: ignore[return-value]
 
-    def _generate(self, contexts: list[list[int]], until: list[str], max_gen: int) -> list[str]:
-        """Greedy continuations of token `contexts` (left-truncated to leave room for `max_gen` tokens)."""
+    def _generate(self, contexts: list[list[int]], kw: dict[str, Any], batch_index: int) -> list[str]:
+        """Continuations of token `contexts` (left-truncated to leave room for `max_gen_toks` tokens) under the
+        normalised generation arguments `kw`; a sampled batch is seeded with `kw["seed"]` + `batch_index`."""
+        kw = dict(kw)
+        until, max_gen = kw.pop("until"), kw.pop("max_gen_toks")
+        if kw.get("do_sample"):
+            kw["seed"] = (kw.get("seed", 1234) + batch_index) % 2**64  # a torch seed is a uint64
         max_ctx = self.max_length - max_gen
         if max_ctx <= 0:
             raise ValueError(f"max_gen_toks={max_gen} leaves no room for context in a window of {self.max_length}")
         ids, mask = _padded([c[-max_ctx:] for c in contexts], self.eot_id, left=True)
         out = generate(self.model, ids.to(self.device), attention_mask=mask.to(self.device), max_new_tokens=max_gen,
-                       eos_token_id=self.eot_id, pad_token_id=self.eot_id, stop_strings=until, tokenizer=self.tok)
+                       eos_token_id=self.eot_id, pad_token_id=self.eot_id, stop_strings=until, tokenizer=self.tok,
+                       **kw)
         new = out[:, ids.shape[1] :]
         self.stats["forwards"] += new.shape[1]
         return [cut_at_stop(self.tok.decode(row), until) for row in new.tolist()]

@@ -20,12 +20,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 import lm_eval.models  # noqa: F401  (lm-eval fills its model registry only while it is empty: fill it first)
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from workbench.evals.caching import CachingEngine, RequestCache
 from workbench.evals.engine import RequestEngine
+from workbench.evals.generation_kwargs import normalize as normalize_generation
 import workbench.evals.tasks.registry as registry
 from workbench.evals.tasks import Task, TaskSpec, resolve_data_dir
 
@@ -44,6 +46,11 @@ class WorkbenchLM(LM):
         max_length: context window override.
         tokenizer: tokenizer object overriding `model.tokenizer`.
         cache: path of a resumable request cache (JSONL).
+        max_gen_toks: generated tokens when a request does not say (lm-eval's default 256).
+        seed: the sampling seed of requests whose generation arguments give none; default torch's seed at
+            generation time (`torch.initial_seed()`), which lm-eval sets from its `torch_random_seed` (`--seed`):
+            so, as with lm-eval's hf backend (which samples from torch's global generator), the run's seed decides
+            the samples, and the same seed repeats them.
     """
 
     def __init__(
@@ -55,17 +62,17 @@ class WorkbenchLM(LM):
         max_length: int | str | None = None,
         tokenizer: Any = None,
         cache: str | None = None,
+        max_gen_toks: int | str = 256,
         max_batch_size: Any = None,  # lm-eval passes it; the engine sizes batches itself
+        seed: int | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        import torch
-
         from workbench.evals.runner import load_model
 
         if kwargs:
             raise TypeError(f"WorkbenchLM got unknown model_args {sorted(kwargs)}; allowed: pretrained, batch_size, "
-                            "device, dtype, max_length, tokenizer, cache")
+                            "device, dtype, max_length, tokenizer, cache, max_gen_toks, seed")
         if device is not None and str(device).startswith("cuda") and not torch.cuda.is_available():
             device = "cpu"  # lm-eval's CLI default is cuda
         if isinstance(pretrained, torch.nn.Module):
@@ -77,6 +84,9 @@ class WorkbenchLM(LM):
                                           max_length=int(max_length) if max_length else None)
         self.engine = CachingEngine(self.model_engine, RequestCache(cache)) if cache else self.model_engine
         self._device = self.engine.device
+        self.max_gen_toks = int(max_gen_toks)
+        self.seed = None if seed in (None, "") else int(seed)
+        self.progress = True  # False: no progress bars whatever lm-eval asks (`workbench eval --quiet`)
 
     @property
     def tokenizer_name(self) -> str:
@@ -84,7 +94,7 @@ class WorkbenchLM(LM):
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         args = [tuple(r.args[:2]) for r in requests]
-        self.model_engine.progress = not disable_tqdm
+        self.model_engine.progress = self.progress and not disable_tqdm
         out = self.engine.loglikelihood(args)
         for a, res in zip(args, out):
             self.cache_hook.add_partial("loglikelihood", a, res)
@@ -92,22 +102,20 @@ class WorkbenchLM(LM):
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         texts = [r.args[0] for r in requests]
-        self.model_engine.progress = not disable_tqdm
+        self.model_engine.progress = self.progress and not disable_tqdm
         out = self.engine.loglikelihood_rolling(texts)
         for t, res in zip(texts, out):
             self.cache_hook.add_partial("loglikelihood_rolling", (t,), res)
         return out
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        reqs = []
-        for r in requests:
-            ctx, kw = r.args[0], dict(r.args[1] or {})
+        # lm-eval's generation arguments (do_sample, temperature, top_p, top_k, until, max_gen_toks ...), checked
+        reqs = [(r.args[0], normalize_generation(r.args[1], self.max_gen_toks)) for r in requests]
+        seed = self.seed if self.seed is not None else torch.initial_seed()
+        for _, kw in reqs:
             if kw.get("do_sample"):
-                raise ValueError("WorkbenchLM generates greedily only; got do_sample=True")
-            until = kw.get("until") or []
-            reqs.append((ctx, {"until": [until] if isinstance(until, str) else list(until),
-                               "max_gen_toks": int(kw.get("max_gen_toks", 256))}))
-        self.model_engine.progress = not disable_tqdm
+                kw.setdefault("seed", seed)  # lm-eval passes its seeds to no model: its torch seed is the run's
+        self.model_engine.progress = self.progress and not disable_tqdm
         out = self.engine.generate_until(reqs)
         for r, res in zip(requests, out):
             self.cache_hook.add_partial("generate_until", r.args, res)
@@ -117,7 +125,8 @@ class WorkbenchLM(LM):
 # ----------------------------------------------------------------------------------------------------------------
 # task specs -> lm-eval YAML
 
-LM_EVAL_METRICS = ("acc", "acc_norm", "perplexity", "exact_match")  # of our metrics, those lm-eval computes too
+LM_EVAL_METRICS = ("acc", "acc_norm", "perplexity", "exact_match", "word_perplexity", "byte_perplexity",
+                   "bits_per_byte")  # of our metrics, those lm-eval computes too
 
 
 def export_lm_eval_tasks(
@@ -141,6 +150,8 @@ def export_lm_eval_tasks(
     out.mkdir(parents=True, exist_ok=True)
     d = resolve_data_dir(data_dir)
     names = []
+    for group, members in registry.group_tree(tasks).items():  # lm-eval group YAMLs ("mmlu" and its categories)
+        _write(out / f"_{PREFIX}{group}.yaml", group_yaml(group, members))
     for name in registry.expand(tasks):
         spec = registry.TASKS[name]
         if spec.lm_eval is None:
@@ -149,6 +160,15 @@ def export_lm_eval_tasks(
         _write(out / f"{PREFIX}{name}.yaml", task_yaml(spec, spec.build(d), spec.local_file(d), out))
         names.append(PREFIX + name)
     return names
+
+
+def group_yaml(group: str, members: list[str]) -> list[str]:
+    """An lm-eval group YAML: its members (prefixed), alias, size-weighted aggregation of acc, version."""
+    meta = registry.GROUP_META.get(group, {})
+    lines = [f"group: {PREFIX}{group}", f"group_alias: {_yaml_str(meta.get('alias', group))}", "task:"]
+    lines += [f"  - {PREFIX}{m}" for m in members]
+    return lines + ["aggregate_metric_list:", "  - metric: acc", "    weight_by_size: True", "metadata:",
+                    f"  version: {meta.get('version', 1.0)}"]
 
 
 def task_yaml(spec: TaskSpec, task: Task, local: Path | None, out: Path) -> list[str]:
@@ -162,12 +182,15 @@ def task_yaml(spec: TaskSpec, task: Task, local: Path | None, out: Path) -> list
     if not same_split:
         data["dev"] = _jsonl(out / f"{name}_dev.jsonl", pool)
     files = ", ".join(f"{k}: {_yaml_str(str(v))}" for k, v in data.items())
-    lines = [f"task: {name}", "dataset_path: json", f"dataset_kwargs: {{data_files: {{{files}}}}}",
+    lines = [f"task: {name}", f"task_alias: {_yaml_str(task.alias)}", "dataset_path: json",
+             f"dataset_kwargs: {{data_files: {{{files}}}}}",
              f"output_type: {task.output_type}", "test_split: test",
              # one split: shots come from it, lm-eval removing the evaluated document
              f"fewshot_split: {'test' if same_split else 'dev'}"]
     if task.sampler == "first_n":
         lines.append("fewshot_config: {sampler: first_n}")
+    if spec.num_fewshot:
+        lines.append(f"num_fewshot: {spec.num_fewshot}")
     for key, value, default in [("description", task.description, ""), ("target_delimiter", task.target_delimiter, " "),
                                 ("fewshot_delimiter", task.fewshot_delimiter, "\n\n")]:
         if value != default:
@@ -182,14 +205,18 @@ def task_yaml(spec: TaskSpec, task: Task, local: Path | None, out: Path) -> list
     lines.append(f"doc_to_target: {_yaml_str(t.doc_to_target)}")
     if task.output_type == "generate_until":
         lines += _generation(task)
-    return lines + _metrics(*[m for m in task.metric_names if m in LM_EVAL_METRICS]) + ["metadata:", "  version: 1.0"]
+    return lines + _metrics(task) + ["metadata:", f"  version: {task.version}"]
 
 
 def _generation(task: Any) -> list[str]:
-    # lm-eval's generation settings and filters for greedy exact-match tasks (triviaqa.yaml)
-    return [f"generation_kwargs: {{until: {json.dumps(task.until)}, max_gen_toks: {task.max_gen_toks}, do_sample: false}}",
-            "filter_list:", "  - name: remove_whitespace", "    filter:", "      - function: remove_whitespace",
-            "      - function: take_first"]
+    # lm-eval's generation settings and filter pipelines (triviaqa.yaml, gsm8k.yaml)
+    kw = {k: v for k, v in task.request_kwargs().items() if k != "seed"}
+    lines = [f"generation_kwargs: {json.dumps(kw)}", "filter_list:"]
+    for name, pipeline in task.filters.items():
+        lines += [f"  - name: {_yaml_str(name)}", "    filter:"]
+        for step, args in pipeline:
+            lines.append(f"      - {json.dumps({'function': step, **args})}")
+    return lines
 
 
 def _yaml_str(s: str) -> str:
@@ -207,12 +234,15 @@ def _jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def _metrics(*names: str) -> list[str]:
+def _metrics(task: Any) -> list[str]:
     out = ["metric_list:"]
-    for m in names:
-        agg = "perplexity" if m == "perplexity" else "mean"
-        hib = "false" if m == "perplexity" else "true"
-        out += [f"  - metric: {m}", f"    aggregation: {agg}", f"    higher_is_better: {hib}"]
+    for m, hib in task.higher_is_better.items():
+        if m not in LM_EVAL_METRICS:
+            continue
+        agg = {"perplexity": "perplexity", "word_perplexity": "weighted_perplexity",
+               "byte_perplexity": "weighted_perplexity", "bits_per_byte": "bits_per_byte"}.get(m, "mean")
+        out += [f"  - metric: {m}", f"    aggregation: {agg}", f"    higher_is_better: {str(hib).lower()}"]
         if m == "exact_match":
-            out += ["    ignore_case: true", "    ignore_punctuation: true"]
+            out += [f"    {k}: {json.dumps(v if not isinstance(v, tuple) else list(v))}"
+                    for k, v in task.match_options.items()]
     return out

@@ -3,7 +3,12 @@
 - `MultipleChoiceTask`: one context, one continuation per choice (piqa, arc, hellaswag, boolq, mmlu, ...).
 - `PartialScoringTask`: one context per option, one shared continuation (winogrande, "partial scoring").
 - `LoglikelihoodTask`: (context, continuation) scored for greedy-ness and log-likelihood (lambada_openai).
-- `GenerationTask`: greedy generation until a stop string, scored by exact match (triviaqa).
+- `GenerationTask`: generation until a stop string, answers extracted by lm-eval's filters and scored by exact
+  match (triviaqa, GSM8K-style tasks).
+- `RollingLoglikelihoodTask` (`perplexity.py`): whole texts, word/byte perplexity and bits per byte.
+
+Results carry lm-eval's names: each metric has a filter (`metric_keys`: "none" unless a generation task's filter
+pipeline says otherwise), `higher_is_better`, and a `target` per document as lm-eval's `doc_to_target`.
 
 Prompts follow lm-eval's task YAMLs: the context is `description + shot_1 + ... + shot_n + query`, each shot
 `query + target_delimiter + answer + fewshot_delimiter`, the continuation `target_delimiter + choice`. Shots come
@@ -20,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import workbench.evals.metrics as M
-from workbench.evals.tasks.readers import read_jsonl
+from workbench.evals.tasks.readers import line_numbers, read_jsonl
 
 class Task:
     """Base class. Subclasses define `requests` and `score`; documents are plain dicts.
@@ -37,6 +42,11 @@ class Task:
 
     output_type = "multiple_choice"
     metric_names: tuple[str, ...] = ()
+    lower_is_better: tuple[str, ...] = ()  # metrics where lower is better (perplexities)
+    extra_metrics: tuple[str, ...] = ()  # metrics lm-eval does not compute: kept out of its results schema
+    num_fewshot: int = 0  # shots when `evaluate` gets num_fewshot=None: lm-eval's default (set by TaskSpec.build)
+    # lm-eval config keys of the task's data and templates (dataset_path, doc_to_text ...; set by TaskSpec.build)
+    source_config: dict[str, Any] = {}
 
     def __init__(
         self,
@@ -57,6 +67,7 @@ class Task:
         self.target_delimiter = target_delimiter
         self.fewshot_delimiter = fewshot_delimiter
         self.sampler = sampler
+        self.alias, self.version = name, 1.0  # lm-eval's task_alias and metadata.version (set by TaskSpec.build)
 
     def docs(self) -> list[dict]:
         """The evaluation documents (loaded on first use)."""
@@ -71,6 +82,28 @@ class Task:
         if callable(self._fewshot):
             self._fewshot = self._fewshot()
         return self._fewshot, False
+
+    # --- lm-eval's results vocabulary
+    def metric_keys(self) -> list[tuple[str, str, str]]:
+        """`(key in metrics, lm-eval metric, filter)` per metric: "acc" -> ("acc", "acc", "none")."""
+        return [(m, m, "none") for m in self.metric_names]
+
+    @property
+    def higher_is_better(self) -> dict[str, bool]:
+        """lm-eval's `higher_is_better`: metric -> bool (lm-eval's metrics only)."""
+        return {m: m not in self.lower_is_better for _, m, _ in self.metric_keys() if m not in self.extra_metrics}
+
+    def target(self, doc: dict) -> Any:
+        """lm-eval's `doc_to_target` for the sample logs (the gold index of a multiple-choice task)."""
+        return self.answer(doc)
+
+    def config(self) -> dict[str, Any]:
+        """The task's settings in lm-eval's `configs` terms (what its YAML would say)."""
+        return {"task": self.name, "task_alias": self.alias, "output_type": self.output_type,
+                "description": self.description, "target_delimiter": self.target_delimiter,
+                "fewshot_delimiter": self.fewshot_delimiter, "fewshot_config": {"sampler": self.sampler},
+                "metric_list": [{"metric": m, "higher_is_better": h} for m, h in self.higher_is_better.items()],
+                "metadata": {"version": self.version}, **self.source_config}
 
     # --- prompt pieces (overridden per task type)
     def query(self, doc: dict) -> str:
@@ -95,7 +128,7 @@ class Task:
     def aggregate(self, records: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, float | None]]:
         """(metrics, stderrs) from the per-document records: means with their standard errors."""
         values, errs = {}, {}
-        for m in self.metric_names:
+        for m, _, _ in self.metric_keys():
             xs = [r[m] for r in records]
             values[m], errs[m] = M.mean(xs), M.mean_stderr(xs)
         return values, errs
@@ -157,6 +190,7 @@ class MultipleChoiceTask(Task):
         self.gpt3_norms = gpt3_norms
         names = ["acc"] + (["acc_norm"] if acc_norm else [])
         self.metric_names = tuple(names + (["acc_per_token", "acc_uncond"] if gpt3_norms else []))
+        self.extra_metrics = ("acc_per_token", "acc_uncond") if gpt3_norms else ()
 
     @classmethod
     def from_jsonl(
@@ -196,9 +230,16 @@ class MultipleChoiceTask(Task):
     def answer(self, doc: dict) -> str:
         return self.choices(doc)[self.gold(doc)]
 
+    def target(self, doc: dict) -> int:
+        return self.gold(doc)
+
     def requests(self, doc: dict, prefix: str) -> list[tuple[str, str]]:
         ctx = prefix + self.query(doc)
-        reqs = [(ctx, self.target_delimiter + c) for c in self.choices(doc)]
+        choices = self.choices(doc)
+        if isinstance(choices, str) or not choices:
+            raise ValueError(f"task {self.name!r}: the choices of the document {_short(doc)} are {choices!r}; they "
+                             "must be a non-empty list of texts")
+        reqs = [(ctx, self.target_delimiter + c) for c in choices]
         if self.gpt3_norms:
             reqs += [("Answer:", self.target_delimiter + c) for c in self.choices(doc)]
         return reqs
@@ -265,6 +306,8 @@ class LoglikelihoodTask(Task):
 
     output_type = "loglikelihood"
     metric_names = ("perplexity", "acc")
+    lower_is_better = ("perplexity",)
+    bootstrap_iters = 100_000  # lm-eval's default; `evaluate(bootstrap_iters=...)` sets it per run
 
     def __init__(self, name: str, docs, context, continuation, **kwargs: Any) -> None:
         super().__init__(name, docs, **kwargs)
@@ -285,7 +328,7 @@ class LoglikelihoodTask(Task):
             raise FileNotFoundError(f"log-likelihood data file {path} does not exist")
         return cls(
             name or path.stem,
-            lambda: read_jsonl(path, (context, continuation)),
+            lambda: _checked_texts(read_jsonl(path, (context, continuation)), path, (context, continuation)),
             context=lambda d: d[context],
             continuation=lambda d: d[continuation],
             **kwargs,
@@ -298,7 +341,11 @@ class LoglikelihoodTask(Task):
         return self._continuation(doc)
 
     def requests(self, doc: dict, prefix: str) -> list[tuple[str, str]]:
-        return [(prefix + self.query(doc), self._continuation(doc))]
+        cont = self._continuation(doc)
+        if not cont:
+            raise ValueError(f"task {self.name!r}: empty continuation for the document {_short(doc)}; a "
+                             "log-likelihood task needs text to score after the context")
+        return [(prefix + self.query(doc), cont)]
 
     def score(self, doc: dict, results: list[tuple[float, bool]], n_tokens: list[int]) -> dict[str, Any]:
         ll, greedy = results[0]
@@ -309,39 +356,129 @@ class LoglikelihoodTask(Task):
         acc = [r["acc"] for r in records]
         return (
             {"perplexity": M.perplexity(lls), "acc": M.mean(acc)},
-            {"perplexity": M.perplexity_stderr(lls), "acc": M.mean_stderr(acc)},
+            {"perplexity": M.perplexity_stderr(lls, self.bootstrap_iters), "acc": M.mean_stderr(acc)},
         )
 
 
 class GenerationTask(Task):
-    """Greedy generation until a stop string, scored by exact match against any reference (triviaqa)."""
+    """Generation until a stop string, each filter pipeline's answer scored by exact match against any reference.
+
+    Args:
+        query: doc -> prompt; references: doc -> the accepted answers (a list, or one string).
+        until, max_gen_toks: lm-eval's stop strings and token limit (None: not in the requests, the engine's
+            default 256 applies, as lm-eval's); `generation_kwargs` adds do_sample,
+            temperature, top_p, top_k, seed (sampling only with do_sample=True, as lm-eval's hf backend).
+        filters: `{name: pipeline}` (`workbench.evals.filters`; default lm-eval's triviaqa "remove_whitespace").
+        ignore_case, ignore_punctuation, regexes_to_ignore, ignore_numbers: lm-eval's exact_match options.
+        answer: doc -> the text shown after a shot's query (default the first reference).
+    """
 
     output_type = "generate_until"
     metric_names = ("exact_match",)
 
-    def __init__(self, name: str, docs, query, references, until=("\n", ".", ","), max_gen_toks: int = 256, **kw):
+    def __init__(self, name: str, docs, query, references, until=("\n", ".", ","), max_gen_toks: int | None = None,
+                 generation_kwargs: dict | None = None, filters: dict | None = None, ignore_case: bool = True,
+                 ignore_punctuation: bool = True, regexes_to_ignore: tuple[str, ...] = (),
+                 ignore_numbers: bool = False, answer: Callable[[dict], str] | None = None, **kw):
+        from workbench.evals.filters import TRIVIAQA_FILTERS, check_pipeline
+
         super().__init__(name, docs, **kw)
-        self._query, self._refs = query, references
+        self._query, self._refs, self._answer = query, references, answer
         self.until, self.max_gen_toks = list(until), max_gen_toks
+        self.generation_kwargs = dict(generation_kwargs or {})
+        self.filters = dict(filters if filters is not None else TRIVIAQA_FILTERS)
+        for fname, pipeline in self.filters.items():
+            check_pipeline(fname, pipeline)
+        self.match_options = dict(ignore_case=ignore_case, ignore_punctuation=ignore_punctuation,
+                                  regexes_to_ignore=tuple(regexes_to_ignore), ignore_numbers=ignore_numbers)
+        self.seed: int | None = None  # set per run by `evaluate(seed=...)` for sampled generation
+
+    def metric_keys(self) -> list[tuple[str, str, str]]:
+        # one filter: the metric keeps its plain name in `EvalResults.metrics`; several: "metric,filter"
+        single = len(self.filters) == 1
+        return [(m if single else f"{m},{f}", m, f) for f in self.filters for m in self.metric_names]
 
     def query(self, doc: dict) -> str:
         return self._query(doc)
 
+    def references(self, doc: dict) -> list[str]:
+        refs = self._refs(doc)
+        return [refs] if isinstance(refs, str) else list(refs)
+
     def answer(self, doc: dict) -> str:
-        return self._refs(doc)[0]
+        return self._answer(doc) if self._answer is not None else self.references(doc)[0]
+
+    def target(self, doc: dict) -> Any:
+        return self._refs(doc)
+
+    def config(self) -> dict[str, Any]:
+        """`Task.config` plus lm-eval's `generation_kwargs` (as the YAML gives them: no run seed) and
+        `filter_list` (`[{"name": ..., "filter": [{"function": ..., **args}, ...]}]`)."""
+        kw = {"until": list(self.until), **self.generation_kwargs}
+        if self.max_gen_toks is not None:
+            kw["max_gen_toks"] = self.max_gen_toks
+        filters = [{"name": name, "filter": [{"function": step, **args} for step, args in pipeline]}
+                   for name, pipeline in self.filters.items()]
+        # the exact-match options as lm-eval's YAMLs write them (ignore_numbers only where set: none sets it)
+        options = {k: list(v) if isinstance(v, tuple) else v for k, v in self.match_options.items()
+                   if not (k == "ignore_numbers" and not v)}
+        metrics = [{"metric": m, "aggregation": "mean", "higher_is_better": h,
+                    **(options if m == "exact_match" else {})} for m, h in self.higher_is_better.items()]
+        return {**super().config(), "generation_kwargs": kw, "filter_list": filters, "metric_list": metrics}
+
+    def request_kwargs(self) -> dict[str, Any]:
+        """The generation arguments of every request (lm-eval's `generation_kwargs`)."""
+        kw = {"until": self.until, **self.generation_kwargs}
+        if self.max_gen_toks is not None:
+            kw["max_gen_toks"] = self.max_gen_toks
+        if kw.get("do_sample") and "seed" not in kw and self.seed is not None:
+            kw["seed"] = self.seed
+        return kw
 
     def requests(self, doc: dict, prefix: str) -> list[tuple[str, dict]]:
-        return [(prefix + self.query(doc), {"until": self.until, "max_gen_toks": self.max_gen_toks})]
+        return [(prefix + self.query(doc), self.request_kwargs())]
 
     def score(self, doc: dict, results, n_tokens):
-        text = results[0].lstrip()  # lm-eval's remove_whitespace filter
-        return {"exact_match": M.exact_match(text, self._refs(doc)), "generation": text}
+        from workbench.evals.filters import apply_pipeline
+
+        refs = self.references(doc)
+        rec: dict[str, Any] = {"generation": results[0], "filtered": {}}
+        for key, metric, fname in self.metric_keys():
+            answer = apply_pipeline(self.filters[fname], list(results))
+            rec["filtered"][fname] = answer
+            rec[key] = M.exact_match(answer if isinstance(answer, str) else answer[0], refs, **self.match_options)
+        return rec
+
+
+def _short(doc: dict, n: int = 80) -> str:
+    text = repr(doc)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _checked_texts(records: list[dict], path: Path, fields: tuple[str, ...]) -> list[dict]:
+    """The records, each of `fields` a non-empty string; errors name the file, line and field."""
+    for lineno, r in zip(line_numbers(path), records):
+        for f in fields:
+            if not isinstance(r[f], str) or not r[f]:
+                raise ValueError(f"{path}:{lineno}: field {f!r} must be a non-empty string, got {r[f]!r}")
+    return records
 
 
 def _checked_mc(records: list[dict], path: Path, choices: str, gold: str) -> list[dict]:
-    for i, r in enumerate(records, 1):
-        n = len(r[choices]) if isinstance(r[choices], list) else -1
-        if n < 1 or not isinstance(r[gold], int) or not 0 <= r[gold] < n:
-            raise ValueError(f"{path}: record {i}: {gold}={r[gold]!r} is not an index into {choices} (length {n})")
+    """The records of a multiple-choice JSONL file, each checked: `choices` a non-empty list of strings, `gold` an
+    index into it. Errors name the file, the line and the field."""
+    for lineno, r in zip(line_numbers(path), records):
+        where = f"{path}:{lineno}"
+        c = r[choices]
+        if isinstance(c, str):
+            raise ValueError(f"{where}: field {choices!r} is a string ({_short({choices: c}, 60)}); it must be a "
+                             "list of choice texts")
+        if not isinstance(c, list) or not c:
+            raise ValueError(f"{where}: field {choices!r} must be a non-empty list of choice texts, got {c!r}")
+        bad = [x for x in c if not isinstance(x, str) or not x]
+        if bad:
+            raise ValueError(f"{where}: field {choices!r} has empty or non-string choices {bad!r}")
+        g = r[gold]
+        if isinstance(g, bool) or not isinstance(g, int) or not 0 <= g < len(c):
+            raise ValueError(f"{where}: field {gold!r}={g!r} is not an index into {choices!r} (0..{len(c) - 1})")
     return records
-

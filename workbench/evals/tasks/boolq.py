@@ -19,7 +19,7 @@ def from_hub(r: dict) -> dict:
 SPECS = [
     TaskSpec(
         "boolq", MultipleChoiceTask, dict(MC_FIELDS, query=query, choices=lambda d: ["no", "yes"], acc_norm=False),
-        files=("boolq/boolq_llmfoundry.jsonl", "boolq/boolq.jsonl"), reader=read_mc_jsonl,
+        files=("boolq/boolq_llmfoundry.jsonl", "boolq/boolq.jsonl"), reader=read_mc_jsonl, version=2.0,
         hub=HubSource("aps/super_glue", "boolq", "validation", from_hub, fewshot_split="train"),
         lm_eval=LmEvalTemplate(
             doc_to_text="{{query[9:] if query.startswith('Passage: ') else query}}\nAnswer:",

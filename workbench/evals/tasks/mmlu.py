@@ -1,5 +1,9 @@
 """MMLU (hendrycksTest): 57 subjects and the group "mmlu", as lm-eval's mmlu/default template: a description,
-the five dev-set examples in order (first-n), "{question}\nA. ...\nD. ...\nAnswer:", then " A" ... " D"."""
+the five dev-set examples in order (first-n), "{question}\nA. ...\nD. ...\nAnswer:", then " A" ... " D".
+
+Groups as lm-eval's: "mmlu" holds the four categories "mmlu_stem", "mmlu_humanities", "mmlu_social_sciences",
+"mmlu_other" (lm-eval's SUBJECTS table in tasks/mmlu/_generate_configs.py), each scored as the mean over all its
+documents (weight_by_size), version 2; subjects are shown by their lm-eval alias ("anatomy")."""
 
 from __future__ import annotations
 
@@ -24,6 +28,25 @@ MMLU_SUBJECTS = (
     "professional_psychology public_relations security_studies sociology us_foreign_policy virology world_religions"
 ).split()
 LETTERS = ["A", "B", "C", "D"]
+# lm-eval's category of each subject
+_CATEGORY_SUBJECTS = {
+    "stem": "abstract_algebra anatomy astronomy college_biology college_chemistry college_computer_science "
+    "college_mathematics college_physics computer_security conceptual_physics electrical_engineering "
+    "elementary_mathematics high_school_biology high_school_chemistry high_school_computer_science "
+    "high_school_mathematics high_school_physics high_school_statistics machine_learning",
+    "other": "business_ethics clinical_knowledge college_medicine global_facts human_aging management marketing "
+    "medical_genetics miscellaneous nutrition professional_accounting professional_medicine virology",
+    "social_sciences": "econometrics high_school_geography high_school_government_and_politics "
+    "high_school_macroeconomics high_school_microeconomics high_school_psychology human_sexuality "
+    "professional_psychology public_relations security_studies sociology us_foreign_policy",
+    "humanities": "formal_logic high_school_european_history high_school_us_history high_school_world_history "
+    "international_law jurisprudence logical_fallacies moral_disputes moral_scenarios philosophy prehistory "
+    "professional_law world_religions",
+}
+MMLU_CATEGORY = {s: c for c, subjects in _CATEGORY_SUBJECTS.items() for s in subjects.split()}
+# lm-eval lists the categories in this order under "mmlu" (tasks/mmlu/default/_mmlu.yaml)
+GROUP_META = {"mmlu": {"alias": "mmlu", "version": 2}} | {
+    f"mmlu_{c}": {"alias": c, "version": 2} for c in ("stem", "other", "social_sciences", "humanities")}
 
 
 def read_mmlu_csv(path: Path) -> list[Record]:
@@ -64,7 +87,7 @@ def _spec(subject: str) -> TaskSpec:
             "D. {{choices[3]}}\nAnswer:",
             doc_to_choice=LETTERS, doc_to_target="answer",
         ),
-        group="mmlu",
+        group=("mmlu", f"mmlu_{MMLU_CATEGORY[subject]}"), alias=subject,
     )
 
 

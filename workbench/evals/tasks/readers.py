@@ -41,6 +41,11 @@ def read_jsonl(path: str | os.PathLike, required: Sequence[str] = ()) -> list[Re
     return records
 
 
+def line_numbers(path: str | os.PathLike) -> list[int]:
+    """The 1-based numbers of the non-blank lines of `path`: the line of each record `read_jsonl` returns."""
+    return [i for i, line in enumerate(Path(path).read_text(encoding="utf-8").split("\n"), 1) if line.strip()]
+
+
 def jsonl_reader(*required: str) -> Reader:
     """A reader of JSON-lines files whose records must have the keys `required`."""
     return functools.partial(read_jsonl, required=required)

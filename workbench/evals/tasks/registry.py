@@ -1,7 +1,9 @@
 """The task registry: every `TaskSpec` of the family modules in this package, task groups, and name lookup.
 
 A family module is any module of this package with a `SPECS` list; it is found and registered on import, so a
-new family needs no edit here. `register` adds specs from elsewhere (a user's own family module).
+new family needs no edit here. `register` adds specs from elsewhere (a user's own family module). A family may
+also declare `GROUP_META = {group: {"alias": ..., "version": ...}}` for its groups (lm-eval's `group_alias` and
+`metadata.version`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from workbench.evals.tasks.data_dir import resolve_data_dir
 from workbench.evals.tasks.spec import TaskSpec
 
 TASKS: dict[str, TaskSpec] = {}  # task name -> spec
-GROUPS: dict[str, list[str]] = {}  # group name -> its tasks, in registration order
+GROUPS: dict[str, list[str]] = {}  # group name -> its tasks (every leaf, also those of subgroups), in order
+PARENT: dict[str, str] = {}  # subgroup -> the group that contains it ("mmlu_stem" -> "mmlu")
+GROUP_META: dict[str, dict] = {}  # group -> {"alias": ..., "version": ...}
 
 
 def register(*specs: TaskSpec) -> None:
@@ -29,11 +33,37 @@ def register(*specs: TaskSpec) -> None:
     for spec in specs:
         if spec.name in TASKS or spec.name in GROUPS:
             raise ValueError(f"task {spec.name!r} is registered already")
-        if spec.group is not None and spec.group in TASKS:
-            raise ValueError(f"group {spec.group!r} has the name of a task")
+        if any(g in TASKS for g in spec.groups):
+            raise ValueError(f"a group of {spec.name!r} ({spec.groups}) has the name of a task")
         TASKS[spec.name] = spec
-        if spec.group is not None:
-            GROUPS.setdefault(spec.group, []).append(spec.name)
+        for outer, inner in zip(spec.groups, spec.groups[1:]):
+            if PARENT.setdefault(inner, outer) != outer:
+                raise ValueError(f"group {inner!r} is inside both {PARENT[inner]!r} and {outer!r}")
+        for g in spec.groups:
+            GROUPS.setdefault(g, []).append(spec.name)
+
+
+def subgroups(group: str) -> list[str]:
+    """The groups directly inside `group`, in registration order ("mmlu" -> its four categories)."""
+    return [g for g in GROUPS if PARENT.get(g) == group]
+
+
+def group_tree(names: Sequence[str]) -> dict[str, list[str]]:
+    """lm-eval's `group_subtasks` for the requested names: every group among them (or inside one of them) ->
+    its direct members (subgroups, else tasks), in registration order."""
+    wanted = {n.strip() for t in names for n in t.split(",") if n.strip()}
+    out: dict[str, list[str]] = {}
+
+    def visit(group: str) -> None:
+        subs = subgroups(group)
+        out[group] = subs or [t for t in GROUPS[group] if TASKS[t].groups[-1] == group]
+        for s in subs:
+            visit(s)
+
+    for g in GROUPS:
+        if g in wanted and g not in out:
+            visit(g)
+    return out
 
 
 def family_modules() -> list[str]:
@@ -97,4 +127,6 @@ def get_tasks(tasks: str | Task | Sequence[str | Task], data_dir: str | os.PathL
 
 
 for _name in family_modules():
-    register(*importlib.import_module(_name).SPECS)
+    _module = importlib.import_module(_name)
+    register(*_module.SPECS)
+    GROUP_META.update(getattr(_module, "GROUP_META", {}))
