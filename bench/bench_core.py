@@ -1,11 +1,15 @@
 """Core benchmark: workbench's GPT-NeoX against transformers on the same random Pythia-160m-shaped checkpoint.
 
-    python bench/bench_core.py [--repeats 5] [--threads N] [--out bench/results/bench_core.json]
+    python bench/bench_core.py [--repeats 5] [--threads 1,2] [--only forward,generate] [--new-tokens 64]
+                               [--out bench/results/bench_core.json]
 
-Measured side by side in one run (medians over `--repeats`, the two implementations interleaved so that
-machine load affects both alike):
+Measured side by side in one run, at each thread count of `--threads` (medians over `--repeats`, the two
+implementations interleaved so that machine load affects both alike):
 - forward time, fp32 CPU, batch 4 x 256, per attention backend (sdpa, eager): workbench / transformers;
-- greedy generation of 64 new tokens at batch 1: tokens/s workbench / transformers;
+- greedy generation of `--new-tokens` new tokens from a 16-token prompt at batch 1 and batch 8: tokens/s
+  workbench / transformers (and whether the tokens are identical). `--threads` sets torch's count; the
+  workbench's generate then runs each forward on `workbench.threads`' choice for its size (decode steps of
+  these shapes: one thread, unless `WORKBENCH_THREADS` pins a count), transformers on the count set;
 - peak RSS while loading (growth over the process's RSS before the load, in a fresh subprocess) / file size;
 - on CUDA only: sdpa vs flash_attention_2 vs eager in fp16 and bf16 (skipped on CPU, with a note).
 """
@@ -67,13 +71,14 @@ def timed(fn, repeats: int) -> list[float]:
 
 
 def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds of each function, run in turn `repeats` times after `warmup` rounds."""
+    """Median seconds of each function, run in turn `repeats` times after `warmup` rounds; the order reverses
+    every round (A B, B A, ...), so neither side always runs right after the other."""
     times = {name: [] for name in fns}
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    for r in range(repeats):
+        for name, fn in (list(fns.items()) if r % 2 == 0 else list(fns.items())[::-1]):
             times[name] += timed(fn, 1)
     return {name: statistics.median(t) for name, t in times.items()}
 
@@ -112,10 +117,10 @@ def bench_forward(directory: Path, repeats: int) -> dict:
     return results
 
 
-def bench_generate(directory: Path, repeats: int, new_tokens: int = 64) -> dict:
+def bench_generate(directory: Path, repeats: int, new_tokens: int = 64, batch: int = 1) -> dict:
     ours = workbench.GPTNeoXForCausalLM.from_pretrained(directory)
     hf = transformers.GPTNeoXForCausalLM.from_pretrained(directory).eval()
-    prompt = torch.randint(0, PYTHIA_160M["vocab_size"], (1, 16), generator=torch.Generator().manual_seed(1))
+    prompt = torch.randint(0, PYTHIA_160M["vocab_size"], (batch, 16), generator=torch.Generator().manual_seed(1))
     outputs = {}
 
     def run_ours():
@@ -127,7 +132,7 @@ def bench_generate(directory: Path, repeats: int, new_tokens: int = 64) -> dict:
 
     with torch.no_grad():
         medians = interleaved({"workbench": run_ours, "transformers": run_hf}, repeats)
-    tps = {name: new_tokens / seconds for name, seconds in medians.items()}
+    tps = {name: batch * new_tokens / seconds for name, seconds in medians.items()}
     return {"tokens_per_s": tps, "ratio": tps["workbench"] / tps["transformers"],
             "identical_tokens": bool(torch.equal(outputs["workbench"], outputs["transformers"]))}
 
@@ -160,45 +165,74 @@ def bench_cuda(directory: Path, repeats: int) -> dict:
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "bench_core.json")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    transformers.logging.set_verbosity_error()
+def machine() -> dict:
+    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
+            "torch": torch.__version__, "transformers": transformers.__version__}
 
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = write_checkpoint(Path(tmp) / "pythia-160m-random")
-        report = {
-            "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                        "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg(),
-                        "torch": torch.__version__, "transformers": transformers.__version__},
-            "repeats": args.repeats,
-            "forward_fp32_cpu_4x256": bench_forward(directory, args.repeats),
-            "generate_greedy_64_batch1": bench_generate(directory, args.repeats),
-            "peak_rss_loading": {which: peak_rss(which, directory) for which in ("workbench", "transformers")},
-            "cuda_fp16_bf16_forward": bench_cuda(directory, args.repeats),
-        }
 
+def run_at(threads: int, directory: Path, args) -> dict:
+    """Every selected measurement at `threads` torch threads."""
+    torch.set_num_threads(threads)
+    report = {"torch_threads": threads, "load_average_before": os.getloadavg()}
+    if "forward" in args.only:
+        report["forward_fp32_cpu_4x256"] = bench_forward(directory, args.repeats)
+    if "generate" in args.only:
+        for batch in (1, 8):
+            report[f"generate_greedy_batch{batch}"] = bench_generate(directory, args.repeats, args.new_tokens, batch)
+    return report
+
+
+def print_table(report: dict) -> None:
     rows = [("metric", "workbench", "transformers", "workbench/transformers")]
-    for attn, r in report["forward_fp32_cpu_4x256"].items():
+    for attn, r in report.get("forward_fp32_cpu_4x256", {}).items():
         rows.append((f"forward 4x256 fp32 {attn} (s)", f"{r['workbench']:.3f}", f"{r['transformers']:.3f}",
                      f"{r['ratio']:.3f}"))
-    g = report["generate_greedy_64_batch1"]
-    rows.append(("greedy 64 tokens batch 1 (tok/s)", f"{g['tokens_per_s']['workbench']:.1f}",
-                 f"{g['tokens_per_s']['transformers']:.1f}", f"{g['ratio']:.3f}"))
-    p = report["peak_rss_loading"]
-    if "ratio" in p["workbench"]:
+    for batch in (1, 8):
+        g = report.get(f"generate_greedy_batch{batch}")
+        if g:
+            rows.append((f"greedy batch {batch} (tok/s, identical: {g['identical_tokens']})",
+                         f"{g['tokens_per_s']['workbench']:.1f}", f"{g['tokens_per_s']['transformers']:.1f}",
+                         f"{g['ratio']:.3f}"))
+    p = report.get("peak_rss_loading", {})
+    if "ratio" in p.get("workbench", {}):
         rows.append(("peak RSS loading / file size", f"{p['workbench']['ratio']:.2f}",
                      f"{p['transformers']['ratio']:.2f}", f"(file {p['workbench']['file_mb']:.0f} MB)"))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
-    print(f"greedy tokens identical to transformers: {g['identical_tokens']}")
-    cuda = report["cuda_fp16_bf16_forward"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts (default 1,2)")
+    parser.add_argument("--only", default="forward,generate,memory,cuda",
+                        help="comma-separated subset of forward, generate, memory, cuda")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "bench_core.json")
+    args = parser.parse_args()
+    args.only = set(args.only.split(","))
+    unknown = args.only - {"forward", "generate", "memory", "cuda"}
+    if unknown:
+        parser.error(f"--only: unknown part(s) {sorted(unknown)}; allowed: forward, generate, memory, cuda")
+    threads = [int(t) for t in args.threads.split(",")]
+    transformers.logging.set_verbosity_error()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = write_checkpoint(Path(tmp) / "pythia-160m-random")
+        report = {"machine": machine(), "repeats": args.repeats, "new_tokens": args.new_tokens,
+                  "by_threads": {str(t): run_at(t, directory, args) for t in threads}}
+        if "memory" in args.only:
+            report["peak_rss_loading"] = {which: peak_rss(which, directory) for which in ("workbench", "transformers")}
+        if "cuda" in args.only:
+            report["cuda_fp16_bf16_forward"] = bench_cuda(directory, args.repeats)
+
+    for t, r in report["by_threads"].items():
+        print(f"-- {t} thread(s), median of {args.repeats} interleaved repeats")
+        print_table(r)
+    if "peak_rss_loading" in report:
+        print_table({"peak_rss_loading": report["peak_rss_loading"]})
+    cuda = report.get("cuda_fp16_bf16_forward", {})
     if "skipped" in cuda:
         print(f"CUDA: skipped ({cuda['skipped']})")
     else:

@@ -5,7 +5,8 @@ Ratios against a plain forward, measured three ways:
 - `transformers`: transformers' GPTNeoXForCausalLM (sdpa) holding the same weights;
 - TransformerLens 4.x (`TransformerBridge` over that transformers model, eager attention as it forces).
 Also the memory of a full cache against a filtered one: bytes by unique storage (what the cache really holds; an
-entry that views another's storage counts once, on both sides), the sum over entries, and peak RSS growth.
+entry that views another's storage counts once, on both sides), the sum over entries, and peak RSS growth
+(sampled in separate, untimed runs: the sampling thread would slow the timed ones).
 
     python bench/bench_hooks.py [--repeats 3] [--threads 1] [--out bench/results/hooks.json]
 """
@@ -66,6 +67,16 @@ def unique_storage_bytes(tensors) -> int:
         storage = t.untyped_storage()
         storages[storage.data_ptr()] = storage.nbytes()
     return sum(storages.values())
+
+
+def timed(fn) -> float:
+    """Seconds of one call; its result is freed before returning (as `peak_rss_growth` frees it)."""
+    gc.collect()
+    t0 = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - t0
+    del result
+    return seconds
 
 
 def peak_rss_growth(fn) -> tuple[float, int]:
@@ -155,9 +166,12 @@ def main() -> None:
         ids = full_ids
         for r in range(args.repeats):  # interleaved, so slow spells of a shared machine hit every case alike
             for name, fn in cases.items():
-                seconds, peak = peak_rss_growth(fn)
-                times[name].append(seconds)
-                peaks[name].append(peak)
+                times[name].append(timed(fn))
+        # Peak RSS in passes of their own: the sampling thread slows what it watches, most of all a full cache's
+        # run, which faults in ~1 GB (4 x 256, one thread, on this busy machine: 1.98x a plain forward with the
+        # sampler in the timed runs, 1.19x without, in runs hours apart), so no timing comes from these runs.
+        for name, fn in cases.items():
+            peaks[name].append(peak_rss_growth(fn)[1])
         _, full = model.run_with_cache(ids)
         _, some = model.run_with_cache(ids, names_filter=filtered)
         full_bytes, some_bytes, n_full = unique_storage_bytes(full.values()), some.nbytes(), len(full)

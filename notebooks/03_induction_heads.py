@@ -108,7 +108,8 @@ assert prev_pattern[torch.arange(1, 1 + 2 * span), torch.arange(0, 2 * span)].me
 # `repeated_sequence_losses` measures the loss on the first copy (random tokens: nothing to predict them from,
 # about `ln(vocab)`) and on the second copy (predictable by copying). Zeroing a head's output (`hook_z`) inside
 # `model.hooks(...)` shows what it contributes. As a control we ablate the head with the *lowest* induction plus
-# previous-token score (a head outside the circuit: the previous-token head is part of it).
+# previous-token score among the heads from the induction layer on that are not induction heads (a head outside
+# the circuit; layer-0 heads are no control, as every later head reads what they write).
 
 # %%
 def ablated(heads):
@@ -118,7 +119,11 @@ def ablated(heads):
         by_layer.setdefault(layer, []).append(head)
     return [(f"blocks.{layer}.attn.hook_z", zero_ablate_heads(hs)) for layer, hs in by_layer.items()]
 
-control = divmod(int((scores["induction"] + scores["previous_token"]).argmin()), n_heads)  # outside the circuit
+outside = (scores["induction"] + scores["previous_token"]).clone()  # [layer, head]
+outside[:ind_layer] = float("inf")
+for layer, head in induction_heads:
+    outside[layer, head] = float("inf")
+control = divmod(int(outside.argmin()), n_heads)  # outside the circuit
 settings = {"none": [], f"L{ind_layer}H{ind_head} (top induction)": [(ind_layer, ind_head)],
             "all induction heads": induction_heads, f"L{control[0]}H{control[1]} (control)": [control]}
 rows = []

@@ -130,6 +130,27 @@ def launch_browser(playwright):
     return playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
 
 
+def run_notebook_in_lab(playwright, url: str, token: str, notebook: str, errors: list[str]):
+    """Open `notebook` in a running JupyterLab, wait for its kernel and run all cells; returns the page.
+
+    Page errors and console errors of the widgets (`wb`, anywidget) are appended to `errors`.
+    """
+    page = launch_browser(playwright).new_page(viewport={"width": 1280, "height": 1000})
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and ("wb" in m.text or "anywidget" in m.text.lower()) else None)
+    page.goto(f"{url}/lab/tree/{notebook}?token={token}", wait_until="commit", timeout=180_000)
+    page.wait_for_function("() => window.jupyterapp?.shell?.currentWidget?.sessionContext", timeout=240_000)
+    page.evaluate(
+        """async () => {
+            const w = window.jupyterapp.shell.currentWidget;
+            const late = new Promise((_, no) => setTimeout(() => no(new Error("kernel not ready in 240 s")), 240000));
+            await Promise.race([w.sessionContext.ready, late]);
+            await window.jupyterapp.commands.execute('notebook:run-all-cells');
+        }"""
+    )
+    return page
+
+
 def screenshot(page, name: str, locator=None) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"

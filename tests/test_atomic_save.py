@@ -109,3 +109,20 @@ def test_workbench_load_of_a_saved_demo_round_trips(tmp_path):
     again = workbench.load(str(tmp_path / "demo"))
     with torch.no_grad():
         assert torch.equal(again(IDS).logits, demo(IDS).logits)
+
+
+def test_saved_files_get_the_umask_mode(tmp_path):
+    """safetensors' save_file creates 0600 files; a saved checkpoint must be readable as any new file is."""
+    import os
+
+    import workbench
+    from tests.helpers import tiny_model
+
+    umask = os.umask(0o022)
+    try:
+        tiny_model().save_pretrained(tmp_path / "ckpt")
+    finally:
+        os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "ckpt").iterdir()}
+    assert modes and all(m == 0o644 for m in modes.values()), modes
+    assert workbench.load(tmp_path / "ckpt") is not None

@@ -8,6 +8,9 @@ import torch
 transformers = pytest.importorskip("transformers", reason="transformers is the reference implementation")
 
 import workbench  # noqa: E402
+from workbench import fast_decode  # noqa: E402
+from workbench.fast_decode import DecodeStep  # noqa: E402
+from workbench.kv_cache import KVCache  # noqa: E402
 
 VOCAB = 512
 PAD, EOS = 1, 2
@@ -365,3 +368,93 @@ def test_bad_processor_arguments(pair, kwargs, match):
         ours.generate(torch.tensor([[5, 6]]), max_new_tokens=2, **kwargs)
     with pytest.raises(TypeError, match="streamer must have put"):
         ours.generate(torch.tensor([[5, 6]]), max_new_tokens=2, streamer=print)
+
+
+# ---- the fast decode step (workbench.fast_decode) ------------------------------------------------------
+def _eager_pair(pair):
+    """The pair's checkpoint loaded again with the eager attention backend on both sides."""
+    hf, _ = pair
+    directory = hf.config._name_or_path
+    hf_eager = transformers.GPTNeoXForCausalLM.from_pretrained(directory, attn_implementation="eager").eval()
+    return hf_eager, workbench.GPTNeoXForCausalLM.from_pretrained(directory, attn_implementation="eager")
+
+
+def test_decode_step_only_when_nothing_observes(pair):
+    _, ours = pair
+    assert DecodeStep.for_model(ours, 3) is not None
+    with ours.hooks(fwd_hooks=[("blocks.1.attn.hook_pattern", lambda x, hook: None)]):
+        assert DecodeStep.for_model(ours, 3) is None  # hooks must see every step
+    ours.train()
+    try:
+        assert DecodeStep.for_model(ours, 3) is None  # dropout
+    finally:
+        ours.eval()
+
+
+@pytest.mark.parametrize("onednn_everywhere", [False, True], ids=["size_rule", "onednn_everywhere"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_decode_step_logits_equal_the_full_forward(pair, attn, onednn_everywhere, monkeypatch):
+    """Prefill a left-padded batch, decode 4 tokens with the step; each step's logits are the full forward's
+    at that position (to fp32 rounding: oneDNN sums in another order), with the same argmax."""
+    if onednn_everywhere:
+        monkeypatch.setattr(fast_decode, "ONEDNN_MIN_ELEMENTS", 0)
+    _, ours = _eager_pair(pair) if attn == "eager" else pair
+    step = DecodeStep.for_model(ours, 3)
+    ids, mask = left_padded_prompts()
+    new = torch.randint(3, VOCAB, (3, 4), generator=torch.Generator().manual_seed(3))
+    cache = KVCache.for_config(ours.config).reserve(13)
+    with torch.no_grad():
+        ours.gpt_neox(ids, attention_mask=mask, past_key_values=cache, use_cache=True)
+        full_ids, full_mask = torch.cat([ids, new], 1), torch.cat([mask, torch.ones_like(new)], 1)
+        full = ours(full_ids, attention_mask=full_mask).logits  # [3, 13, vocab]
+        positions = mask.sum(-1)
+        for i in range(4):
+            logits = step(new[:, i], positions + i, cache, full_mask.bool()[:, : 10 + i])
+            torch.testing.assert_close(logits, full[:, 9 + i], atol=1e-4, rtol=1e-4)
+            assert torch.equal(logits.argmax(-1), full[:, 9 + i].argmax(-1))
+    assert cache.length == 13
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_greedy_through_onednn_matches_transformers(pair, attn, monkeypatch):
+    """Every projection through oneDNN (the rule sends only large weights there): tokens still transformers'."""
+    monkeypatch.setattr(fast_decode, "ONEDNN_MIN_ELEMENTS", 0)
+    hf, ours = _eager_pair(pair) if attn == "eager" else pair
+    ids, mask = left_padded_prompts()
+    expected = hf_greedy(hf, ids, mask, 32, eos_token_id=EOS)
+    assert torch.equal(ours.generate(ids, attention_mask=mask, max_new_tokens=32), expected)
+
+
+def test_observed_generation_runs_the_hooked_forward_with_the_same_tokens(pair):
+    _, ours = pair
+    ids, mask = left_padded_prompts()
+    lengths = []
+    hook = ("blocks.0.hook_resid_post", lambda x, hook: lengths.append(x.shape[1]))
+    watched = ours.generate(ids, attention_mask=mask, max_new_tokens=8, eos_token_id=[], fwd_hooks=[hook])
+    assert lengths == [9] + [1] * 7  # the prefill, then every decode step went through the hook point
+    assert torch.equal(watched, ours.generate(ids, attention_mask=mask, max_new_tokens=8, eos_token_id=[]))
+
+
+def test_onednn_only_where_it_runs_and_only_for_large_weights():
+    assert not fast_decode.onednn_works(torch.device("cpu"), torch.float64)  # oneDNN has no fp64 linear
+    big = torch.empty(fast_decode.ONEDNN_MIN_ELEMENTS + 1, 1)
+    small = torch.empty(fast_decode.ONEDNN_MIN_ELEMENTS, 1)
+    assert fast_decode.linear_for(small, True) is torch.nn.functional.linear
+    assert fast_decode.linear_for(big, False) is torch.nn.functional.linear
+    if fast_decode.onednn_works(torch.device("cpu"), torch.float32):
+        assert fast_decode.linear_for(big, True) is not torch.nn.functional.linear
+
+
+def test_one_row_on_several_threads_keeps_mkl(pair, monkeypatch):
+    """The rule of `for_model`: with more than one thread, one-row products stay on F.linear (MKL)."""
+    _, ours = pair
+    monkeypatch.setattr(fast_decode, "ONEDNN_MIN_ELEMENTS", 0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        step = DecodeStep.for_model(ours, 1)
+    finally:
+        torch.set_num_threads(threads)
+    projections = [p for plan in step.layers for p in plan if isinstance(p, fast_decode._Proj)] + [step.unembed]
+    assert len(projections) == 4 * ours.config.num_hidden_layers + 1
+    assert all(p.linear is torch.nn.functional.linear for p in projections)

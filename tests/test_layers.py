@@ -16,19 +16,22 @@ PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 # the last-but-one layer are independent of one another.
 LAYERS: list[list[str]] = [
     ["workbench.config", "workbench.kv_cache", "workbench.rotary", "workbench.tokenizer", "workbench.hub",
-     "workbench.figures", "workbench.inputs", "workbench.hook_points", "workbench.data", "workbench.atomic"],
+     "workbench.figures", "workbench.inputs", "workbench.hook_points", "workbench.data", "workbench.atomic",
+     "workbench.threads", "workbench.fingerprint"],
     ["workbench.attention"],
     ["workbench.hooks", "workbench.activation_cache"],
     ["workbench.model", "workbench.checkpoint", "workbench.generation", "workbench.big_model", "workbench.loading",
-     "workbench.hooked_transformer"],
-    ["workbench.analysis"],
+     "workbench.hooked_transformer", "workbench.fast_decode"],
+    ["workbench.analysis", "workbench.lens", "workbench.sae"],
     ["workbench.viz", "workbench.evals", "workbench.training"],
+    ["workbench.dynamics"],
     ["workbench.cli", "workbench.train", "workbench.__main__", "workbench"],
 ]
 INDEPENDENT = ["workbench.viz", "workbench.evals", "workbench.training"]  # never import one another
 # Lazy (function-level) imports allowed to reach up, each with its reason.
 ALLOWED_UPWARD = {
     ("workbench.model", "workbench.viz"): "model.show_attention/show_logit_lens/show_tokens: one-line lazy calls",
+    ("workbench.hooks", "workbench.sae"): "model.saes/run_with_saes/run_with_cache_with_saes: one-line lazy calls",
 }
 
 

@@ -23,6 +23,8 @@ NOTEBOOKS = [
     "04_activation_patching.ipynb",
     "05_fewshot_eval.ipynb",
     "06_pythia_and_neox20b.ipynb",
+    "07_features.ipynb",
+    "08_training_dynamics.ipynb",
 ]
 DEMO_CONFIG = REPO / "workbench" / "demo" / "config.json"
 SYNC = "jupytext --sync notebooks/*.py"

@@ -24,6 +24,10 @@ def test_wheel_ships_demo_widgets_and_baselines(tmp_path):
         "workbench/demo/config.json", "workbench/demo/model.safetensors", "workbench/demo/tokenizer.json",
         "workbench/viz/widgets/attention.js", "workbench/viz/widgets/workbench.css",
         "workbench/evals/baselines.csv", "workbench/evals/baselines_curves.csv.gz",
+        "workbench/viz/widgets/feature_view.js",
+        "workbench/demo/revisions/refs.json", "workbench/demo/revisions/step1000/model.safetensors",
+        "workbench/sae/demo/cfg.json", "workbench/sae/demo/sae_weights.safetensors",
+        "workbench/lens/demo/config.json", "workbench/lens/demo/params.pt",
     ):
         assert required in names, f"{required} missing from {wheel.name}"
     assert not any(name.startswith(("tests/", "notebooks/", "runs/")) for name in names)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import REPO, browser, demo_or_random, launch_browser, screenshot
+from tests.helpers import REPO, browser, demo_or_random, run_notebook_in_lab, screenshot
 from workbench.inputs import as_prompts
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, browser]
@@ -120,21 +120,8 @@ def test_attention_view_in_jupyterlab(lab, neox_tokenizer_file):
 
     errors: list[str] = []
     with sync_playwright() as pw:
-        b = launch_browser(pw)
-        page = b.new_page(viewport={"width": 1280, "height": 1000})
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" and ("wb" in m.text or "anywidget" in m.text.lower()) else None)
         _log("opening the notebook")
-        page.goto(f"{url}/lab/tree/viz.ipynb?token={token}", wait_until="commit", timeout=180_000)
-        page.wait_for_function("() => window.jupyterapp?.shell?.currentWidget?.sessionContext", timeout=240_000)
-        page.evaluate(
-            """async () => {
-                const w = window.jupyterapp.shell.currentWidget;
-                const late = new Promise((_, no) => setTimeout(() => no(new Error("kernel not ready in 240 s")), 240000));
-                await Promise.race([w.sessionContext.ready, late]);
-                await window.jupyterapp.commands.execute('notebook:run-all-cells');
-            }"""
-        )
+        page = run_notebook_in_lab(pw, url, token, "viz.ipynb", errors)
         _log("running all cells")
         first = page.locator(".wb-attn").nth(0)
         first.locator("xpath=.").and_(page.locator("[data-loaded='0:0:0']")).wait_for(timeout=120_000)
@@ -169,5 +156,5 @@ def test_attention_view_in_jupyterlab(lab, neox_tokenizer_file):
         assert first_head_ms < 2000
         first.scroll_into_view_if_needed()
         screenshot(page, "jupyterlab_attention_view")
-        b.close()
+        page.context.browser.close()
     assert errors == []

@@ -2,8 +2,16 @@
 // final layer norm and unembedding, coloured by the probability (or rank) of a target token.
 import { h, select, showToken, BLUES, lutColor, inkFor, staticModel, scaffold, esc } from "./common.js";
 
+// How each lens decodes a row (LogitLensView's `lens`).
+const LENS_NOTES = {
+  logit: "logit lens: final layer norm + unembedding",
+  tuned: "tuned lens: a learned affine translator per layer, then final layer norm + unembedding",
+};
+
 function render({ model, el }) {
   const { root, bar, set, rq, tip } = scaffold(model, el, "wb-lensview");
+  const lens = model.get("lens") || "logit";
+  root.dataset.lens = lens;
   const prompts = model.get("prompts");
   const rows = model.get("row_labels");
   if (prompts.length > 1) {
@@ -95,7 +103,7 @@ function render({ model, el }) {
     table.addEventListener("mouseleave", () => tip.hide());
     wrap.textContent = "";
     wrap.appendChild(table);
-    info.innerHTML = `${esc(grid.label)} \u00b7 rows: residual stream after each layer (final layer norm + unembedding) \u00b7 from ${esc(grid.source)}`;
+    info.innerHTML = `${esc(grid.label)} \u00b7 rows: residual stream after each layer (${esc(LENS_NOTES[lens] || lens)}) \u00b7 from ${esc(grid.source)}`;
   }
 
   let want = "";

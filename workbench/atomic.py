@@ -50,6 +50,16 @@ def exchange(a: Path, b: Path) -> bool:
     raise OSError(err, f"renameat2({a}, {b}, RENAME_EXCHANGE) failed: {os.strerror(err)}")
 
 
+def _umask_modes(root: Path) -> None:
+    """Give the written files the mode of an ordinary new file (0666 less the umask): some writers (safetensors'
+    `save_file`) create 0600 files, which other users of a shared checkpoint could not read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, 0o666 & ~umask)
+
+
 def fsync_tree(root: Path) -> None:
     """fsync every file under `root`, then the directories, so a power cut cannot reorder the swap before them."""
     for path in sorted(root.rglob("*"), key=lambda p: -len(p.parts)):
@@ -110,6 +120,7 @@ def atomic_directory(target: str | os.PathLike, superseded: Sequence[str] = ()) 
     tmp.mkdir()
     try:
         yield tmp
+        _umask_modes(tmp)
         if target.exists():
             _carry_over(target, tmp, superseded)
         fsync_tree(tmp)

@@ -21,7 +21,7 @@ import torch
 
 from .atomic import atomic_directory
 from .config import GPTNeoXConfig
-from .hub import resolve_model_dir
+from .hub import resolve_model_dir, tokenizer_dir
 
 SAFE_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
@@ -337,6 +337,7 @@ def _fit(model: torch.nn.Module, tensors: Iterator[tuple[str, torch.Tensor]],
 
 def attach_tokenizer(model, directory: Path, name_or_path) -> torch.nn.Module:
     """Set `model.tokenizer` from the checkpoint's tokenizer.json (if any) and remember where it came from."""
+    directory = tokenizer_dir(directory)
     if (directory / "tokenizer.json").is_file():
         from .tokenizer import Tokenizer
 

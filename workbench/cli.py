@@ -11,7 +11,9 @@ import json
 import os
 import sys
 
-SUBCOMMAND_MODULES = ("workbench.training.cli", "workbench.evals.cli")
+from .threads import add_threads_arg
+
+SUBCOMMAND_MODULES = ("workbench.training.cli", "workbench.evals.cli", "workbench.sae.cli")
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -83,6 +85,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--revision", help="hub revision, e.g. step3000 for a Pythia training checkpoint")
     parser.add_argument("--dtype", help="float32, bfloat16, float16 or auto (default: the checkpoint's)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cpu)")
+    add_threads_arg(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     stderr, for a bad input)."""
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "threads", None) is not None:
+            from .threads import set_threads
+
+            set_threads(args.threads)
         return int(args.func(args) or 0)
     except USER_ERRORS as err:
         if os.environ.get("WORKBENCH_DEBUG", "") not in ("", "0"):

@@ -6,6 +6,8 @@ greedy decoding matches transformers' `generate` token for token, with or withou
 reproducible with `seed`. A row stops at `max_new_tokens`, at an EOS id, or once its decoded continuation
 contains a stop string (lm-eval's `until`); text output is cut before the stop string, as lm-eval cuts it.
 A `streamer` (transformers' protocol: `put(ids)`, `end()`) sees the prompt, then each step's tokens.
+Decode steps run `workbench.fast_decode.DecodeStep` (preallocated buffers, oneDNN products) when nothing
+observes the model, the full hooked forward otherwise; the tokens are the same.
 
 Arguments are checked before anything runs: a bad one raises a ValueError naming it, its value and what is
 allowed (`max_new_tokens=2.5`, an EOS id outside the vocabulary, an empty prompt in a batch ...). Generating past
@@ -26,8 +28,10 @@ from typing import Any, Callable, Sequence, TextIO
 import torch
 from tqdm.auto import tqdm
 
+from .fast_decode import DecodeStep
 from .inputs import as_token_batch, encode_texts, is_text
 from .kv_cache import KVCache
+from .threads import forward_threads
 
 
 def generate(
@@ -114,40 +118,67 @@ def generate(
 
 def _decode_loop(model, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int, decoding: "_Decoding", pad_id: int,
                  stops: list[str], tokenizer: Any, streamer: Any, progress: bool) -> torch.Tensor:
-    """Prefill, then one token per step until every row has finished. Returns ids `[batch, prompt + new]`."""
+    """Prefill, then one token per step until every row has finished. Returns ids `[batch, prompt + new]`.
+
+    The prefill is the model's own forward; later steps run `DecodeStep` when nothing observes the model (the
+    hooked forward otherwise). Buffers are allocated once: the output ids, the KV cache and the padding mask.
+    The prefill and the decode steps each run on `workbench.threads.forward_threads`'s thread count for their
+    size (one thread for small work unless pinned).
+    """
     batch, prompt_len = ids.shape
-    cache = KVCache.for_config(model.config).reserve(prompt_len + new_tokens)
-    out = ids.new_full((batch, prompt_len + new_tokens), pad_id)  # preallocated: no per-step concatenation
+    total = prompt_len + new_tokens
+    cache = KVCache.for_config(model.config).reserve(total)
+    out = ids.new_full((batch, total), pad_id)  # preallocated: no per-step concatenation
     out[:, :prompt_len] = ids
+    masks = mask.new_ones(batch, total)  # step views of one buffer, not a growing concatenation
+    masks[:, :prompt_len] = mask
+    key_mask = None if bool(mask.all()) else masks.bool()  # the fast step's padding mask, or None: no padding
+    positions = mask.sum(dim=-1)  # [batch] rotary position of each row's next token (padding not counted)
     seen = decoding.seen_tokens(ids, mask, model.config.vocab_size)
     finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
     if streamer is not None:
         streamer.put(ids.cpu())
-    step_ids, cur = ids, prompt_len
     limit = model.config.max_position_embeddings
     warn_at = max(limit + 1, prompt_len)  # the length at which a forward first runs at position `limit`
-    for step in tqdm(range(new_tokens), desc="generate", disable=not progress):
+    fast = None
+
+    def logits_after(step_ids: torch.Tensor, cur: int) -> torch.Tensor:
+        """Next-token logits `[batch, vocab]` after feeding `step_ids` `[batch, new]`, with `cur` tokens known."""
         if cur == warn_at:
             warnings.warn(f"generation has exceeded the model's max_position_embeddings ({limit}): rotary positions "
                           "continue, but the model was never trained there; expect degraded text (transformers "
-                          "warns the same)", UserWarning, stacklevel=3)
-        hidden = model.gpt_neox(step_ids, attention_mask=mask, past_key_values=cache, use_cache=True)
-        logits = model.embed_out(hidden.last_hidden_state[:, -1]).float()  # [batch, vocab]
-        token = decoding.next_token(logits, out[:, :cur], seen, step)
-        token = torch.where(finished, torch.full_like(token, pad_id), token)
-        out[:, cur] = token
-        cur += 1
-        if seen is not None:
-            seen.scatter_(1, token[:, None].clamp(max=seen.shape[1] - 1), True)
-        if streamer is not None:
-            streamer.put(token.cpu())
-        finished |= torch.isin(token, decoding.eos)
-        if stops:
-            finished |= _stopped(tokenizer, out[:, prompt_len:cur], ~finished, stops)
-        step_ids = token[:, None]
-        mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=-1)
-        if bool(finished.all()):
-            break
+                          "warns the same)", UserWarning, stacklevel=4)
+        if fast is not None:
+            logits = fast(step_ids[:, 0], positions, cache, None if key_mask is None else key_mask[:, :cur])
+            positions.add_(1)
+            return logits
+        hidden = model.gpt_neox(step_ids, attention_mask=masks[:, :cur], past_key_values=cache, use_cache=True)
+        return model.embed_out(hidden.last_hidden_state[:, -1]).float()
+
+    # Threads (workbench.threads) are set once for the prefill and once for all decode steps: switching them at
+    # every step cost a third of the tokens/s here. DecodeStep's products depend on the count, so it is built
+    # under it.
+    with forward_threads(model.config.hidden_size, ids.numel(), ids.device):
+        logits = logits_after(ids, prompt_len)
+    cur = prompt_len
+    with forward_threads(model.config.hidden_size, batch, ids.device):
+        fast = DecodeStep.for_model(model, batch)
+        for step in tqdm(range(new_tokens), desc="generate", disable=not progress):
+            if step > 0:
+                logits = logits_after(token[:, None], cur)
+            token = decoding.next_token(logits, out[:, :cur], seen, step)
+            token = torch.where(finished, torch.full_like(token, pad_id), token)
+            out[:, cur] = token
+            cur += 1
+            if seen is not None:
+                seen.scatter_(1, token[:, None].clamp(max=seen.shape[1] - 1), True)
+            if streamer is not None:
+                streamer.put(token.cpu())
+            finished |= torch.isin(token, decoding.eos)
+            if stops:
+                finished |= _stopped(tokenizer, out[:, prompt_len:cur], ~finished, stops)
+            if bool(finished.all()):
+                break
     if streamer is not None:
         streamer.end()
     return out[:, :cur]

@@ -392,6 +392,26 @@ class HookedModelMixin:
             logits = logits.detach()
         return (logits if logits is not None else output), cache
 
+    # ---- sparse autoencoders (workbench.sae.splice, imported on first use) ------------------------------
+    def saes(self, saes: Any, use_error_term: bool = False):
+        """Context splicing SAEs into their sites (nests with `hooks()`); see `workbench.sae.splice.saes`."""
+        from .sae.splice import saes as splice
+
+        return splice(self, saes, use_error_term=use_error_term)
+
+    def run_with_saes(self, inputs: Any = None, saes: Any = (), use_error_term: bool = False, **kwargs: Any) -> Any:
+        """One forward with SAEs spliced in; see `workbench.sae.splice.run_with_saes`."""
+        from .sae.splice import run_with_saes
+
+        return run_with_saes(self, inputs, saes=saes, use_error_term=use_error_term, **kwargs)
+
+    def run_with_cache_with_saes(self, inputs: Any = None, saes: Any = (), use_error_term: bool = False,
+                                 **kwargs: Any):
+        """`run_with_cache` with SAEs spliced in; see `workbench.sae.splice.run_with_cache_with_saes`."""
+        from .sae.splice import run_with_cache_with_saes
+
+        return run_with_cache_with_saes(self, inputs, saes=saes, use_error_term=use_error_term, **kwargs)
+
 
 def _pairs(hooks: Any, what: str) -> list[tuple[Any, HookFn]]:
     """Validate `[(selector, fn), ...]`."""

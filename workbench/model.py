@@ -29,6 +29,7 @@ from .hook_points import SPLIT_INPUT_HOOKS, add_hook_points, name_hook_points
 from .hooks import HookedModelMixin
 from .kv_cache import KVCache
 from .rotary import apply_rotary, rotary_tables
+from .threads import forward_threads
 
 ACT_FNS = {
     "gelu": F.gelu,
@@ -288,6 +289,18 @@ class GPTNeoXPreTrainedModel(HookedModelMixin, nn.Module):
             require_flash_attention(None, None)
         self.config = config
         self.tokenizer = None
+
+    def __call__(self, *args, **kwargs):
+        """`nn.Module.__call__` on the CPU thread count `workbench.threads` picks for this much work (one thread
+        for a small model's forward, whose ops are too short to split; see `workbench.threads`)."""
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        ids = kwargs.get("inputs_embeds") if ids is None else ids
+        tokens = ids.shape[0] * ids.shape[1] if torch.is_tensor(ids) and ids.dim() >= 2 else 1
+        param = next(self.parameters(), None)
+        if param is None:
+            return super().__call__(*args, **kwargs)
+        with forward_threads(self.config.hidden_size, tokens, param.device):
+            return super().__call__(*args, **kwargs)
 
     def post_init(self) -> None:
         """Initialise weights as transformers does (the base model initialises itself), tie, name hooks."""

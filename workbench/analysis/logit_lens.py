@@ -11,6 +11,24 @@ from ._common import token_id, token_strings
 from .residual import lens_log_probs, residual_stack
 
 
+def lens_logits(model: Any, resid: torch.Tensor) -> torch.Tensor:
+    """The logit lens's logits `unembed(ln_final(resid))`, differentiable (a tuned lens trains through it).
+
+    Each residual is normalised with its own statistics, as `lens_log_probs` does (which is its no-grad,
+    float32 `log_softmax`).
+
+    Args:
+        model: a workbench causal LM (its `final_layer_norm` and `embed_out` are used as they are).
+        resid: `[..., d]` residual streams.
+
+    Returns:
+        logits `[..., v]` in the model's dtype.
+    """
+    ln = model.base_model.final_layer_norm
+    normed = torch.nn.functional.layer_norm(resid.to(ln.weight.dtype), ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+    return model.embed_out(normed)
+
+
 @torch.no_grad()
 def logit_lens(
     model: Any,

@@ -20,6 +20,7 @@ from tokenizers import Tokenizer
 
 from ..generation import generate
 from ..model import GPTNeoXForCausalLM
+from ..hub import REVISIONS_DIR, local_revisions, revision_step
 from .checkpointing import FINAL_DIR, LOG, TOKENIZER_DIR, load_run_config, read_log_rows
 from .data import prepare_data
 from .evaluation import evaluate_lm
@@ -133,6 +134,7 @@ def export_demo(run_dir: str | os.PathLike, dest: str | os.PathLike) -> dict:
         if (final / name).is_file():
             shutil.copyfile(final / name, out / name)  # not copy2: keep default permissions, not 0600
     shutil.copyfile(run / LOG, out / "training_log.csv")
+    _export_revisions(run / REVISIONS_DIR, out / REVISIONS_DIR)
 
     model_cfg, train_cfg, data_cfg = load_run_config(run)
     data = prepare_data(data_cfg, train_cfg.seq_len, int(model_cfg["vocab_size"]), run / TOKENIZER_DIR)
@@ -163,8 +165,39 @@ def export_demo(run_dir: str | os.PathLike, dest: str | os.PathLike) -> dict:
         "train_time_s": float(rows[-1]["elapsed_s"]),
         "median_tokens_per_s": float(sorted(r["tokens_per_s"] for r in rows)[len(rows) // 2]),
     }
-    (out / "README.md").write_text(_card(metrics, heads, samples, model_cfg, train_cfg, data_cfg, rows))
+    (out / "README.md").write_text(_card(metrics, heads, samples, model_cfg, train_cfg, data_cfg, rows,
+                                         _revision_table(out, rows)))  # fmt: skip
     return metrics
+
+
+def _export_revisions(src: Path, dest: Path) -> None:
+    """Replace `dest` (a demo's `revisions/`) with the run's training snapshots, atomically."""
+    if not src.is_dir():
+        return
+    from ..atomic import atomic_directory
+
+    with atomic_directory(dest, superseded=("*",)) as tmp:
+        for item in src.iterdir():
+            if item.is_dir():
+                shutil.copytree(item, tmp / item.name, copy_function=shutil.copyfile)
+            elif item.suffix == ".json":
+                shutil.copyfile(item, tmp / item.name)
+
+
+def _revision_table(out: Path, rows: list[dict]) -> str:
+    """Markdown table of the shipped revisions with the log's last evaluation at or before each."""
+    evals = [r for r in rows if r.get("val_loss") is not None]
+    lines = ["| revision | step | tokens seen | last evaluation: step, validation loss, best induction score |",
+             "| --- | --- | --- | --- |"]  # fmt: skip
+    for name in local_revisions(out):
+        step = revision_step(name)
+        if step is None:
+            continue
+        tokens = next((int(r["tokens"]) for r in rows if int(r["step"]) == step), 0)
+        last = [r for r in evals if r["step"] <= step]
+        seen = f"{int(last[-1]['step'])}: {last[-1]['val_loss']:.3f}, {last[-1]['induction_max']:.2f}" if last else "none yet"
+        lines.append(f"| `{name}` | {step:,} | {tokens:,} | {seen} |")
+    return "\n".join(lines)
 
 
 def _phase_table(data_cfg: DataConfig, rows: list[dict]) -> str:
@@ -188,7 +221,7 @@ def _phase_table(data_cfg: DataConfig, rows: list[dict]) -> str:
 
 def _card(
     metrics: dict, heads, samples: list[tuple[str, str, str]], model_cfg: dict, train_cfg: TrainConfig,
-    data_cfg: DataConfig, rows: list[dict],
+    data_cfg: DataConfig, rows: list[dict], revisions: str,
 ) -> str:
     """The README text: one Markdown template (hence its length) filled with the measured values."""
     m = metrics
@@ -302,6 +335,17 @@ L{best['induction']['layer']}H{best['induction']['head']} ({best['induction']['s
 | layer | head | previous-token | duplicate-token | induction |
 | --- | --- | --- | --- | --- |
 {head_rows}
+
+## Training checkpoints (revisions)
+
+As Pythia's checkpoints are hub branches, the run's snapshots ship as revisions: `workbench.load("demo",
+revision="step1000")`, listed by `workbench.revisions("demo")`. They are stored in bfloat16 (the weights rounded
+once; they load as float32) to keep the package small; `main` is the final float32 model. Re-running the recipe
+at one thread writes the same snapshots, bit for bit, on a machine with the torch version and CPU type recorded in
+`revisions/provenance.json` (batches are a pure function of seed and step; another CPU type rounds differently and
+drifts from the first steps on). The induction score's phase change falls between `step3200` and `step4000`.
+
+{revisions}
 
 ## Samples
 

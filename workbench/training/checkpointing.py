@@ -4,6 +4,8 @@
     tokenizer/        tokenizer.json + tokenizer_config.json, trained at the first start
     log.csv           one row per step (LOG_COLUMNS)
     checkpoint.pt     latest state: model, optimizer, scheduler, RNG, data position (written atomically)
+    revisions/stepN/  snapshots at the recipe's `revision_steps` (config.json + model.safetensors), loadable as
+                      `workbench.load(run_dir, revision="stepN")`
     final/            HF-format directory (config.json, model.safetensors, tokenizer files) at the end
 """
 
@@ -23,9 +25,11 @@ import torch
 from tokenizers import Tokenizer
 
 from ..data import MixConfig, save_tokenizer
+from ..hub import REFS_FILE, REVISIONS_DIR  # one name for the layout, shared with the loader
 from .recipes import DataConfig, TrainConfig
 
 RUN_CONFIG, TOKENIZER_DIR, LOG, CHECKPOINT, FINAL_DIR = "run.json", "tokenizer", "log.csv", "checkpoint.pt", "final"
+PROVENANCE_FILE = "provenance.json"
 LOG_COLUMNS = [
     "step", "tokens", "lr", "loss", "grad_norm", "tokens_per_s", "elapsed_s",
     "val_loss", "val_bits_per_byte", "induction_max", "induction_head", "copy_loss_ratio",
@@ -176,6 +180,50 @@ def resume(path: Path, state: TrainState, cfg: TrainConfig) -> bool:
     if ckpt["data_position"]["seed"] != cfg.seed:
         raise ValueError("checkpoint was written with another seed than run.json's")
     return True
+
+
+def save_revision(model: torch.nn.Module, directory: Path, dtype: str, step: int, tokens: int) -> None:
+    """A training-checkpoint snapshot: weights stored in `dtype` (exactly upcast on load: config.json says
+    float32), step and tokens seen in the safetensors metadata. Written atomically."""
+    from safetensors.torch import save_file
+
+    from ..checkpoint import DTYPES
+    from ..atomic import atomic_directory
+
+    store = DTYPES[dtype]
+    state = {k: v.detach().to(store).contiguous() for k, v in model.state_dict().items()}
+    config = model.config.to_dict()
+    config.update(architectures=[type(model).__name__], torch_dtype="float32")
+    with atomic_directory(directory) as tmp:
+        save_file(state, tmp / "model.safetensors", metadata={"format": "pt", "step": str(step), "tokens": str(tokens)})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def numerics_provenance() -> dict[str, Any]:
+    """What float32 training results depend on beyond the recipe: torch, the CPU and its kernels, the threads.
+
+    Bit-identical re-runs are promised on a machine where all of these match; another CPU type can round
+    differently (e.g. other MKL kernels) and the runs drift apart from the first steps on."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").is_file() else "unknown"  # fmt: skip
+    return {"torch": torch.__version__, "cpu": model, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads()}  # fmt: skip
+
+
+def write_provenance(revisions_dir: Path) -> None:
+    """Record `numerics_provenance()` beside a run's snapshots (`provenance.json`)."""
+    revisions_dir.mkdir(parents=True, exist_ok=True)
+    tmp = revisions_dir / (PROVENANCE_FILE + ".tmp")
+    tmp.write_text(json.dumps(numerics_provenance(), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, revisions_dir / PROVENANCE_FILE)
+
+
+def write_revision_refs(revisions_dir: Path, refs: dict[str, str]) -> None:
+    """Write `refs.json` (alias -> snapshot name or "main"), read by `workbench.hub.local_revisions`."""
+    revisions_dir.mkdir(parents=True, exist_ok=True)
+    tmp = revisions_dir / (REFS_FILE + ".tmp")
+    tmp.write_text(json.dumps(refs, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, revisions_dir / REFS_FILE)
 
 
 def save_final(model: torch.nn.Module, tok: Tokenizer, directory: Path, model_max_length: int) -> None:

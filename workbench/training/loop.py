@@ -25,6 +25,7 @@ from .checkpointing import (
     CHECKPOINT,
     FINAL_DIR,
     LOG,
+    REVISIONS_DIR,
     RUN_CONFIG,
     TOKENIZER_DIR,
     TrainState,
@@ -33,6 +34,9 @@ from .checkpointing import (
     resume,
     save_checkpoint,
     save_final,
+    save_revision,
+    write_provenance,
+    write_revision_refs,
     start_run_dir,
     truncate_log,
 )
@@ -40,6 +44,7 @@ from .data import PreparedData, prepare_data
 from .evaluation import circuit_probes, evaluate_lm, probe_seq_len
 from .recipes import DataConfig, TrainConfig, recipe
 from .schedule import make_optimizer, make_scheduler
+from ..threads import set_threads
 
 
 @dataclass
@@ -81,7 +86,7 @@ def train(
         model_config: GPT-NeoX config dict (transformers field names); default: the demo recipe's.
         train_cfg / data_cfg: settings; default: the demo recipe's.
         stop_after: stop once this many steps are done in total (a simulated interruption; no extra checkpoint).
-        threads: torch.set_num_threads for this process (others may share the machine).
+        threads: pin this process's CPU threads (`workbench.threads.set_threads`; others may share the machine).
         progress: show a tqdm bar.
         steps: total steps, overriding the recipe's (also on resume, to extend or shorten a run).
 
@@ -95,7 +100,7 @@ def train(
     out = Path(out_dir)
     model_config, train_cfg, data_cfg = _resolve_recipe(out, model_config, train_cfg, data_cfg, steps)
     if threads is not None:
-        torch.set_num_threads(threads)
+        set_threads(threads)
     max_pos = int(model_config.get("max_position_embeddings", 2048))
     if train_cfg.seq_len > max_pos:
         raise ValueError(f"seq_len={train_cfg.seq_len} exceeds the config's max_position_embeddings={max_pos}")
@@ -116,6 +121,8 @@ def train(
     if state.step >= train_cfg.steps:
         final_dir = out / FINAL_DIR
         save_final(model, data.tokenizer, final_dir, max_pos)
+        if train_cfg.revision_steps:  # the final step's revision name is the main weights, as on the hub
+            write_revision_refs(out / REVISIONS_DIR, {f"step{train_cfg.steps}": "main"})
     return TrainResult(out, state.step, losses, final_dir, val_loss, data.unigram_nats)
 
 
@@ -168,6 +175,10 @@ def _run_steps(
                mininterval=1.0 if sys.stderr.isatty() else 30.0)  # fmt: skip
     val_loss = None
     state.model.train()
+    if state.step == 0 and cfg.revision_steps:
+        write_provenance(out / REVISIONS_DIR)
+    if state.step == 0 and 0 in cfg.revision_steps:
+        _save_revision(out, state, cfg)
     with bar, log_appender(out / LOG) as append_row:
         while state.step < end:
             t0 = time.perf_counter()
@@ -187,9 +198,15 @@ def _run_steps(
             losses.append(loss)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{x.numel() / dt:.0f}")
+            if state.step in cfg.revision_steps:
+                _save_revision(out, state, cfg)
             if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
                 save_checkpoint(out / CHECKPOINT, state, cfg)
     return val_loss
+
+
+def _save_revision(out: Path, state: TrainState, cfg: TrainConfig) -> None:
+    save_revision(state.model, out / REVISIONS_DIR / f"step{state.step}", cfg.revision_dtype, state.step, state.tokens)
 
 
 def _optimizer_step(

@@ -27,6 +27,9 @@ class TrainConfig:
         seed: seeds the weights and every batch.
         eval_every: steps between validation loss + induction score; checkpoint_every: steps between checkpoints.
         eval_rows: at most this many validation rows per evaluation (None: all).
+        revision_steps: steps after which a loadable snapshot of the weights goes to `revisions/step<N>/`
+            (as Pythia's training checkpoints are hub revisions); 0 is the initialisation.
+        revision_dtype: the snapshots' storage dtype ("bf16" halves their size; they load as float32).
     """
 
     steps: int = 3000
@@ -45,11 +48,17 @@ class TrainConfig:
     eval_every: int = 250
     checkpoint_every: int = 100
     eval_rows: int | None = None
+    revision_steps: tuple[int, ...] = ()
+    revision_dtype: str = "bf16"
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        self.revision_steps = tuple(sorted({int(s) for s in self.revision_steps}))
+        for name in ("dtype", "revision_dtype"):
+            if getattr(self, name) not in DTYPES:
+                raise ValueError(f"{name} must be one of {DTYPES}, got {getattr(self, name)!r}")
+        if any(s < 0 or s > self.steps for s in self.revision_steps):
+            raise ValueError(f"revision_steps must lie in 0..steps={self.steps}, got {list(self.revision_steps)}")
         for name in ("steps", "batch_size", "seq_len", "eval_every", "checkpoint_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -101,6 +110,12 @@ DEMO_MODEL = {
     "eos_token_id": 0,
 }
 
+# The demo's shipped training checkpoints (`workbench.load("demo", revision="step1000")`), on the shape of
+# Pythia's schedule: the initialisation, log-spaced early steps, then evenly spaced through the induction phase
+# change (phase 2 starts at 2,400, phase 3 at 4,000); the final step is the main revision. Eight bf16 snapshots
+# (3.7 MB each) keep the demo under 40 MB.
+DEMO_REVISION_STEPS = (0, 16, 128, 1000, 2400, 2800, 3200, 4000)
+
 RECIPES: dict[str, dict[str, Any]] = {
     # 5,000 steps x 16 rows x 128 tokens (10.2 M tokens); about 0.45 s a step with two threads on a 2-core CPU
     # (~40 min). Phase 1 (steps 0-2,399, cosine decay): mostly repeated random spans, with prose and repeated
@@ -114,7 +129,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "demo": {
         "model": DEMO_MODEL,
         "train": TrainConfig(steps=5000, decay_steps=2400, batch_size=16, seq_len=128, lr=3e-3, warmup_steps=100,
-                             eval_every=100, checkpoint_every=50),
+                             eval_every=100, checkpoint_every=50, revision_steps=DEMO_REVISION_STEPS),
         "data": DataConfig(source="kjv", tokenizer_vocab_size=4096, mix=MixConfig(0.2, 0.2, 0.6, 0.0, 8),
                            mix_schedule=[(2400, MixConfig(0.3, 0.5, 0.2, 0.0, 8)),
                                          (4000, MixConfig(0.2, 0.3, 0.5, 0.0, 8))]),

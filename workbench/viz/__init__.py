@@ -1,6 +1,6 @@
 """Notebook widgets (anywidget) and static matplotlib figures.
 
-Widgets: `AttentionView`, `LogitLensView`, `TokenView` (each has `.to_html(path)`). Like CircuitsVis's
+Widgets: `AttentionView`, `LogitLensView`, `TokenView`, `FeatureView` (SAE features) (each has `.to_html(path)`). Like CircuitsVis's
 functions they take plain data (tokens, arrays, labels); `View.from_model(model, text)` computes that data
 with `workbench.analysis` (through the hook system, so under any active `model.hooks(...)`), and
 `View.from_cache(cache, ...)` reads it from a cached run. Plots: `plot_*` in
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from workbench.viz.lens_plots import plot_lens_comparison
 from workbench.viz.plots import (
     plot_head_detector,
     plot_logit_diff_contributions,
@@ -20,13 +21,15 @@ from workbench.viz.plots import (
     plot_residual_norms,
     plot_token_loss,
 )
+from workbench.viz.sae_plots import plot_feature_density, plot_l0_loss_tradeoff
 
-_WIDGETS = {"AttentionView": "attention", "LogitLensView": "logit_lens", "TokenView": "token_view"}
+_WIDGETS = {"AttentionView": "attention", "LogitLensView": "logit_lens", "TokenView": "token_view", "FeatureView": "feature_view"}
 
 __all__ = [
     "AttentionView", "LogitLensView", "TokenView", "show_attention", "show_logit_lens", "show_tokens",
     "plot_head_detector", "plot_logit_diff_contributions", "plot_patching_layer_head", "plot_patching_layer_pos",
-    "plot_residual_norms", "plot_token_loss",
+    "plot_residual_norms", "plot_token_loss", "plot_lens_comparison",
+    "FeatureView", "plot_feature_density", "plot_l0_loss_tradeoff",
 ]  # fmt: skip
 
 

@@ -10,8 +10,10 @@ import numpy as np
 import torch
 import traitlets as t
 
-from workbench.analysis import lens_log_probs, residual_stack
+from workbench.analysis import residual_stack
 from workbench.inputs import as_prompts, token_strings
+from workbench.lens import LENS_KINDS, Lens, as_lens
+from workbench.lens.metrics import layer_labels
 from workbench.viz.base import VizWidget, fit, is_model, json_floats, per_prompt_tokens, positions_note
 
 BUILTIN_TARGETS = [["top", "top token of each cell"], ["final", "model's final prediction"], ["next", "actual next token"]]
@@ -20,7 +22,8 @@ BUILTIN_TARGETS = [["top", "top token of each cell"], ["final", "model's final p
 class LogitLensView(VizWidget):
     """Logit lens: rows are the residual stream before layer 0 and after each layer, columns are positions.
 
-    Each cell shows the top token of the lens's prediction (`unembed(final_ln(resid))`) and is coloured by the
+    Each cell shows the top token of the lens's prediction (`unembed(final_ln(resid))` for the logit lens,
+    `unembed(final_ln(resid + W resid + b))` for a tuned lens: `workbench.lens`) and is coloured by the
     probability or rank of a target: the cell's own top token, the model's final prediction at that position,
     the actual next token, or any token typed into the target box (recomputed in the kernel).
 
@@ -35,12 +38,14 @@ class LogitLensView(VizWidget):
         row_labels: one label per row (default `embed`, `L0`, ...).
         k: how many top tokens the hover shows (at most the vocabulary: a larger k is clamped to it).
         targets: extra target tokens (strings, first token used) to precompute for the standalone page.
+        lens: which lens: `"logit"` or `"tuned"`; with a model also a `workbench.lens.Lens` (`"tuned"` is the
+            lens shipped for the model, `workbench.lens.as_lens`). With plain data it only labels the view.
 
     `LogitLensView(model, text_or_tokens, ...)` is shorthand for `LogitLensView.from_model(...)`.
     """
 
     _entry = "logit_lens.js"
-    _state_keys = ("prompts", "row_labels", "prompt", "target", "target_options", "metric", "live", "title")
+    _state_keys = ("prompts", "row_labels", "prompt", "target", "target_options", "metric", "live", "title", "lens")
 
     prompts = t.List(t.Dict()).tag(sync=True)
     row_labels = t.List(t.Unicode()).tag(sync=True)
@@ -50,6 +55,7 @@ class LogitLensView(VizWidget):
     metric = t.Unicode("prob").tag(sync=True)
     live = t.Bool(True).tag(sync=True)
     title = t.Unicode("").tag(sync=True)
+    lens = t.Unicode("logit").tag(sync=True)
 
     def __init__(
         self,
@@ -62,9 +68,14 @@ class LogitLensView(VizWidget):
         targets: Sequence[str] = (),
         metric: str = "prob",
         title: str = "",
+        lens: Any = "logit",
     ) -> None:
         if is_model(tokens):
-            tokens, log_probs, ids, tokenizer, row_labels = _model_data(tokens, log_probs)
+            lens = as_lens(tokens, lens)
+            tokens, log_probs, ids, tokenizer, row_labels = _model_data(tokens, log_probs, lens)
+        kind = lens.kind if isinstance(lens, Lens) else lens
+        if kind not in LENS_KINDS:
+            raise ValueError(f"lens must be one of {LENS_KINDS} (or a workbench.lens.Lens with a model), got {lens!r}")
         if metric not in ("prob", "rank"):
             raise ValueError(f"metric must be 'prob' or 'rank', got {metric!r}")
         if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
@@ -90,37 +101,41 @@ class LogitLensView(VizWidget):
         options = BUILTIN_TARGETS + [[x, f'"{x[5:]}"'] for x in self._extra]
         super().__init__(
             prompts=[{"tokens": tk} for tk in token_lists], row_labels=[l if l == "embed" else f"after {l}" for l in labels],
-            target="final", target_options=options, metric=metric, title=title,
+            target="final", target_options=options, metric=metric, title=title, lens=kind,
         )  # fmt: skip
 
     @classmethod
-    def from_model(cls, model: Any, text_or_tokens: Any, **kwargs: Any) -> "LogitLensView":
-        """The logit lens of `model` on each prompt (`analysis.residual_stack`, `analysis.lens_log_probs`:
+    def from_model(cls, model: Any, text_or_tokens: Any, lens: Any = "logit", **kwargs: Any) -> "LogitLensView":
+        """The logit (or tuned) lens of `model` on each prompt (`analysis.residual_stack`, then the lens:
         the residual stream as `run_with_cache` records it, under active hooks).
 
         Args:
             model: a workbench causal LM with `.tokenizer`.
             text_or_tokens: a string, several strings, or token ids.
+            lens: `"logit"`, `"tuned"` or a `workbench.lens.Lens` (`workbench.lens.as_lens`).
             **kwargs: `k`, `targets`, `metric`, `title`.
         """
-        return cls(*_model_data(model, text_or_tokens), **kwargs)
+        lens = as_lens(model, lens)
+        return cls(*_model_data(model, text_or_tokens, lens), lens=lens.kind, **kwargs)
 
     @classmethod
-    def from_cache(cls, cache: Any, ids: Any, **kwargs: Any) -> "LogitLensView":
-        """The logit lens of a cached run (with every `resid_pre` and the last `resid_post` cached).
+    def from_cache(cls, cache: Any, ids: Any, lens: Any = "logit", **kwargs: Any) -> "LogitLensView":
+        """The logit (or tuned) lens of a cached run (with every `resid_pre` and the last `resid_post` cached).
 
         Args:
             cache: an ActivationCache (its model supplies the final LayerNorm, unembedding and tokenizer).
             ids: the run's token ids `[batch, pos]` or `[pos]` (unpadded).
+            lens: `"logit"`, `"tuned"` or a `workbench.lens.Lens` (`workbench.lens.as_lens`).
             **kwargs: `k`, `targets`, `metric`, `title`.
         """
         model = cache.model
+        lens = as_lens(model, lens)
         ids = torch.as_tensor(ids).reshape(-1, torch.as_tensor(ids).shape[-1])
         resid, _ = cache.accumulated_resid(return_labels=True)  # [rows, b, p, d]
         tok = getattr(model, "tokenizer", None)
-        lenses = [_Lens(model, resid[:, b]) for b in range(ids.shape[0])]
+        lenses = [_Lens(lens, resid[:, b]) for b in range(ids.shape[0])]
         tokens = [token_strings(tok, row, readable=True) for row in ids]
-        return cls(tokens, lenses, ids.tolist(), tok, _row_labels(resid.shape[0]), **kwargs)
+        return cls(tokens, lenses, ids.tolist(), tok, _row_labels(resid.shape[0]), lens=lens.kind, **kwargs)
 
     # ---- computing
     def _blocks(self, prompt: int) -> Iterator[tuple[slice, torch.Tensor]]:
@@ -278,26 +293,27 @@ class LogitLensView(VizWidget):
 
 
 class _Lens:
-    """The logit lens of one prompt, computed lazily a block of positions at a time (`analysis.lens_log_probs`).
+    """A lens on one prompt, computed lazily a block of positions at a time (`workbench.lens.Lens.stack_log_probs`;
+    the logit lens computes exactly `analysis.lens_log_probs`).
 
     Args:
-        model: the model whose final LayerNorm and unembedding decode the residual stream.
+        lens: the `workbench.lens.Lens` decoding the residual stream (its model's final LayerNorm and unembedding).
         resid: `[rows, pos, d]` residual streams.
     """
 
-    def __init__(self, model: Any, resid: torch.Tensor) -> None:
-        self.model, self.resid = model, resid
+    def __init__(self, lens: Lens, resid: torch.Tensor) -> None:
+        self.lens, self.resid = lens, resid
 
     def __call__(self) -> torch.Tensor:
         """All log-probabilities `[rows, pos, vocab]`."""
-        return lens_log_probs(self.model, self.resid)
+        return self.lens.stack_log_probs(self.resid)
 
     def blocks(self) -> Iterator[tuple[slice, torch.Tensor]]:
         """(positions, log-probabilities `[rows, c, vocab]` float32) for consecutive blocks of positions."""
         rows, n = self.resid.shape[:2]
-        step = _block_positions(rows, self.model.config.vocab_size)
+        step = _block_positions(rows, self.lens.model.config.vocab_size)
         for a in range(0, n, step):
-            yield slice(a, a + step), lens_log_probs(self.model, self.resid[:, a : a + step]).float().cpu()
+            yield slice(a, a + step), self.lens.stack_log_probs(self.resid[:, a : a + step]).float().cpu()
 
 
 def _block_positions(rows: int, vocab: int) -> int:
@@ -306,12 +322,12 @@ def _block_positions(rows: int, vocab: int) -> int:
 
 
 def _row_labels(rows: int) -> list[str]:
-    return ["embed"] + [f"L{r}" for r in range(rows - 1)]
+    return layer_labels(rows - 1)
 
 
-def _model_data(model: Any, text_or_tokens: Any) -> tuple[list[list[str]], list[Any], list[list[int]], Any, list[str]]:
-    """(tokens, lazy log-probabilities, ids per prompt, tokenizer, row labels) of the logit lens on `model`."""
+def _model_data(model: Any, text_or_tokens: Any, lens: Lens) -> tuple[list[list[str]], list[Any], list[list[int]], Any, list[str]]:
+    """(tokens, lazy log-probabilities, ids per prompt, tokenizer, row labels) of `lens` on `model`."""
     prompts = as_prompts(model, text_or_tokens)
-    lenses = [_Lens(model, residual_stack(model, torch.tensor([p.ids]))[0][:, 0]) for p in prompts]  # [rows, pos, d]
+    lenses = [_Lens(lens, residual_stack(model, torch.tensor([p.ids]))[0][:, 0]) for p in prompts]  # [rows, pos, d]
     rows = model.config.num_hidden_layers + 1
     return [p.tokens for p in prompts], lenses, [p.ids for p in prompts], model.tokenizer, _row_labels(rows)
