@@ -281,3 +281,11 @@ def test_sweep_edge_cases(tiny_run, tmp_path):
     assert lens["target_prob"].notna().all() and len(lens) == 3  # embed + 2 layers (tiny model)
     with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):
         workbench.revisions(tmp_path)
+
+
+def test_demo_sweep_induction_at_the_final_revision_equals_the_analysis():
+    df = sweep("demo", ["step5000"], analysis="heads", cache_dir="", progress=False)
+    final = df[df["detector"] == "induction"].sort_values(["layer", "head"])
+    expected = induction_scores(workbench.load("demo"), batch=8, seq_len=50, seed=0)  # [layer, head]
+    assert torch.equal(torch.tensor(final["score"].to_numpy(), dtype=expected.dtype), expected.flatten())
+    assert float(expected.max()) >= 0.5  # the phase change happened by the final revision
