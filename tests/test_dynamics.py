@@ -289,3 +289,25 @@ def test_demo_sweep_induction_at_the_final_revision_equals_the_analysis():
     expected = induction_scores(workbench.load("demo"), batch=8, seq_len=50, seed=0)  # [layer, head]
     assert torch.equal(torch.tensor(final["score"].to_numpy(), dtype=expected.dtype), expected.flatten())
     assert float(expected.max()) >= 0.5  # the phase change happened by the final revision
+
+
+def test_cache_keys_of_partials_and_callable_objects():
+    import functools
+
+    from workbench.dynamics.sweep import code_digest
+
+    def scaled(model, k):
+        return {"k": k}
+
+    class Probe:
+        def __init__(self, k):
+            self.k = k
+
+        def __call__(self, model):
+            return {"k": self.k}
+
+    assert code_digest(functools.partial(scaled, k=2)) != code_digest(functools.partial(scaled, k=3))
+    assert code_digest(functools.partial(scaled, k=2)) == code_digest(functools.partial(scaled, k=2))
+    assert code_digest(Probe(2)) != code_digest(Probe(3)) and code_digest(Probe(2)) == code_digest(Probe(2))
+    a, b = torch.zeros(2), torch.ones(2)
+    assert code_digest(lambda m: {"v": float(a.sum())}) != code_digest(lambda m: {"v": float(b.sum())})

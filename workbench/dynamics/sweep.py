@@ -10,6 +10,7 @@ sharded over the ranks (revision i on rank i % world_size) and every rank return
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -118,7 +119,12 @@ def _job(fn, analysis, name, kwargs) -> Analysis:
 
 def code_digest(fn: Callable) -> str:
     """A digest of what a function computes: its bytecode, constants, names and closure values (nested code
-    included), but not its file or line, so re-running a notebook cell keeps the key."""
+    included), but not its file or line, so re-running a notebook cell keeps the key. A `functools.partial`
+    adds its bound arguments, a callable object its attributes.
+
+    Values are keyed by their repr when they are plain (numbers, strings, tuples, None), by their bytes when they
+    are tensors, and otherwise only by their type: give `name=` a label that tells such functions apart.
+    """
     h = hashlib.sha256()
 
     def add_code(code) -> None:
@@ -127,15 +133,28 @@ def code_digest(fn: Callable) -> str:
         for const in code.co_consts:
             add_code(const) if hasattr(const, "co_code") else h.update(repr(const).encode())
 
+    def add_value(value: Any) -> None:
+        if isinstance(value, (int, float, str, bool, bytes, tuple, type(None))):
+            h.update(repr(value).encode())
+        elif torch.is_tensor(value):
+            h.update(f"{value.dtype}{tuple(value.shape)}".encode() + value.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            h.update(type(value).__qualname__.encode())
+
+    while isinstance(fn, functools.partial):
+        for value in (*fn.args, *sorted(fn.keywords.items())):
+            add_value(value)
+        fn = fn.func
     target = getattr(fn, "__func__", fn)  # bound methods
     code = getattr(target, "__code__", None)
-    if code is None:  # a callable object: its class's __call__
+    if code is None:  # a callable object: its class's __call__ and its attributes
         code = type(fn).__call__.__code__
+        for key, value in sorted(getattr(fn, "__dict__", {}).items()):
+            h.update(key.encode())
+            add_value(value)
     add_code(code)
     for cell in getattr(target, "__closure__", None) or ():
-        value = cell.cell_contents
-        simple = isinstance(value, (int, float, str, bool, bytes, tuple, type(None)))
-        h.update((repr(value) if simple else type(value).__qualname__).encode())
+        add_value(cell.cell_contents)
     return h.hexdigest()[:12]
 
 
