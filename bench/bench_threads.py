@@ -6,7 +6,8 @@ all cores, and the workbench's default policy (`workbench.threads`).
 Each configuration is timed in the same process, the settings interleaved within each repeat so that machine
 load affects them alike; the figure is the median over `--repeats`. Each work's op size (2 x tokens x hidden^2 of
 one forward, the hidden x hidden product) is printed next to the times: with the model's width it is what
-`workbench.threads.threads_for` decides on (`SMALL_HIDDEN`, `SMALL_OP_FLOPS`). Run it once on a quiet machine and once with another process holding a core (e.g.
+`workbench.threads.threads_for` decides on (`SMALL_OP_FLOPS`), with the cores other processes leave free. Run it once on a
+quiet machine and once with another process holding a core (e.g.
 `python -c "while True: pass" &`) to see both sides of the choice.
 """
 
@@ -119,7 +120,7 @@ def main() -> None:
         print(f"| {name} | {flops:.2g} | " + " | ".join(f"{med[s] * 1e3:.1f} ms" for s in settings) + " |")
     out = {"machine": platform.processor() or platform.machine(), "cpu_count": all_cores, "repeats": args.repeats,
            "busy": args.busy,
-           "torch": torch.__version__, "small_op_flops": threads.SMALL_OP_FLOPS, "small_hidden": threads.SMALL_HIDDEN, "load_average": os.getloadavg(), "rows": rows}  # fmt: skip
+           "torch": torch.__version__, "small_op_flops": threads.SMALL_OP_FLOPS, "busy_share": threads.BUSY_SHARE, "load_average": os.getloadavg(), "rows": rows}  # fmt: skip
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"written to {args.out}")
 

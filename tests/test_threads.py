@@ -1,6 +1,12 @@
-"""CPU thread choice: one thread for small forwards, torch's setting for large ones, or a pinned count."""
+"""CPU thread choice: one thread for small forwards, torch's setting capped at the free cores for large ones, or a
+pinned count."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -13,8 +19,10 @@ from .helpers import tiny_model
 
 
 @pytest.fixture
-def two_threads():
-    """torch at 2 threads and the policy on, restored afterwards (conftest runs tests on one thread)."""
+def two_threads(monkeypatch):
+    """torch at 2 threads, the policy on and the machine reported quiet (2 free cores: the load of a shared test
+    machine must not decide these tests), restored afterwards (conftest runs tests on one thread)."""
+    monkeypatch.setattr(threads, "free_cores", lambda: 2)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     threads.set_threads("auto")
@@ -31,8 +39,8 @@ def _threads_seen(model: torch.nn.Module, ids: torch.Tensor) -> list[int]:
 
 
 def test_small_forward_runs_on_one_thread_and_restores(two_threads):
-    model = workbench.load("demo")  # hidden 128: 2 x 64 x 128^2 = 2e6 FLOPs per op, below the threshold
-    assert _threads_seen(model, torch.randint(2, 4000, (1, 64))) == [1]
+    model = workbench.load("demo")  # hidden 128: 2 x 16 x 128^2 = 5e5 FLOPs per op, below the threshold
+    assert _threads_seen(model, torch.randint(2, 4000, (1, 16))) == [1]
     assert torch.get_num_threads() == 2  # restored after the forward
 
 
@@ -42,11 +50,61 @@ def test_large_forward_keeps_torchs_setting(two_threads):
 
 
 def test_wide_model_decode_steps_by_batch(two_threads):
-    """A 160m-wide decode step: one thread at batch 1 (2 x 768^2 = 1.2e6 FLOPs), all at batch 8 (9.4e6)."""
-    model = tiny_model(hidden_size=768, num_attention_heads=12, intermediate_size=64)
+    """A 512-wide decode step: one thread at batch 1 (2 x 512^2 = 5.2e5 FLOPs), all at batch 8 (4.2e6)."""
+    model = tiny_model(hidden_size=512, num_attention_heads=8, intermediate_size=64)
     assert _threads_seen(model, torch.randint(2, 100, (1, 1))) == [1]
     assert _threads_seen(model, torch.randint(2, 100, (8, 1))) == [2]
-    assert threads.threads_for(128, 10_000) == 1  # the demo's width: always one
+
+
+def test_demo_batches_take_the_free_cores(two_threads, monkeypatch):
+    """The demo (hidden 128): a batch of 1,024 tokens (2 x 1024 x 128^2 = 3.4e7) runs on every free core; with
+    one core taken by another process, on one."""
+    model = workbench.load("demo")
+    ids = torch.randint(2, 4000, (4, 256))
+    assert _threads_seen(model, ids) == [2]
+    monkeypatch.setattr(threads, "free_cores", lambda: 1)
+    assert _threads_seen(model, ids) == [1]
+    monkeypatch.setattr(threads, "free_cores", lambda: 0)  # every core busy: still one thread
+    assert threads.threads_for(768, 10_000) == 1
+    monkeypatch.setattr(threads, "free_cores", lambda: None)  # load unknown (not Linux): torch's setting
+    assert threads.threads_for(768, 10_000) == 2
+
+
+def test_load_meter_counts_other_processes_only():
+    """Busy CPU time minus this process's own, per second of wall time, over windows of at least `window`."""
+    samples = iter([(0.0, 100.0, 10.0), (0.1, 100.1, 10.1), (1.0, 101.9, 10.9), (2.0, 102.1, 11.0)])
+    now = {"t": 0.0, "cpu": 0.0, "own": 0.0}
+
+    def step():
+        now["t"], now["cpu"], now["own"] = next(samples)
+
+    meter = threads.LoadMeter(read_cpu=lambda: (now["cpu"], 2), read_own=lambda: now["own"], clock=lambda: now["t"],
+                              window=0.5)
+    step()
+    assert meter.free_cores() is None  # no window yet
+    step()
+    assert meter.free_cores() is None  # 0.1 s: too short a window, no estimate yet
+    step()  # 1 s: 1.9 busy core-seconds, 0.9 of them ours -> others used 1.0 core
+    assert meter.free_cores() == 1
+    step()  # next second: 0.2 busy, 0.1 ours -> others 0.1 core (below BUSY_SHARE): both free
+    assert meter.free_cores() == 2
+    assert threads.LoadMeter(read_cpu=lambda: None).free_cores() is None
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="the load is read from Linux's /proc/stat")
+def test_load_meter_sees_busy_cores():
+    """With a spinning process on every core of this machine, no core is free."""
+    meter = threads.LoadMeter(window=0.2)
+    n = len(os.sched_getaffinity(0))
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        time.sleep(0.5)  # the spinners start
+        meter.free_cores()
+        time.sleep(0.6)
+        assert meter.free_cores() == 0
+    finally:
+        for p in spinners:
+            p.kill()
 
 
 def test_pinned_threads_win(two_threads, monkeypatch):
@@ -67,6 +125,10 @@ def test_generate_decodes_small_work_on_one_thread(two_threads):
     hooks = [("blocks.0.hook_resid_pre", lambda x, hook: seen.append(torch.get_num_threads()))]
     model.generate("And God said", max_new_tokens=3, min_new_tokens=3, fwd_hooks=hooks)
     assert seen == [1, 1, 1] and torch.get_num_threads() == 2
+
+
+def test_set_threads_is_exported():
+    assert workbench.set_threads is threads.set_threads  # the README's `workbench.set_threads(n)`
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "two", True])

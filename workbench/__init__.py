@@ -19,6 +19,7 @@ from .model import (
     GPTNeoXForTokenClassification,
     GPTNeoXModel,
 )
+from .threads import set_threads
 from .tokenizer import Tokenizer
 
 __version__ = "0.1.0"
@@ -47,5 +48,5 @@ def __getattr__(name: str):
 __all__ = [
     "GPTNeoXConfig", "GPTNeoXModel", "GPTNeoXForCausalLM", "GPTNeoXForSequenceClassification",
     "GPTNeoXForTokenClassification", "GPTNeoXForQuestionAnswering", "KVCache", "Tokenizer", "load", "demo_path",
-    "revisions", "sweep", "sae",
+    "revisions", "sweep", "sae", "set_threads",
 ]

@@ -1,14 +1,18 @@
-"""CPU threads: how many torch uses for a forward, chosen by the size of the work unless the user pins it.
+"""CPU threads: how many torch uses for a forward, chosen by the size of the work and the machine's load unless
+the user pins it.
 
-On a CPU, a small model's matmuls are too short to split: with two or more threads each op pays OpenMP's
-fork/join and, when another process holds a core, a spin-wait that can cost milliseconds per op
-(`bench/bench_threads.py` measures it). What decides is the size of one op, not of the whole forward: a model
-at most `SMALL_HIDDEN` wide, or a forward whose hidden-by-hidden product (2 x tokens x hidden^2 FLOPs) is below
-`SMALL_OP_FLOPS`, runs on one thread; larger work on torch's setting (by default all physical cores). Measured on
-a 2-core machine (README): on a quiet machine a second thread makes the demo's forwards up to 1.6x faster; with
-another process on the other core it makes them up to 2x slower (the issue saw 5-20x on a busier machine), so
-small work takes one thread. `set_threads(n)` (or `WORKBENCH_THREADS=n`, or the CLI's `--threads n`) pins every forward
-to `n` threads instead; `set_threads("auto")` restores the policy.
+On a CPU, two things make extra threads cost instead of help (`bench/bench_threads.py` measures both):
+- a matmul too short to split pays OpenMP's fork/join for nothing: a forward whose hidden-by-hidden product
+  (2 x tokens x hidden^2 FLOPs) is below `SMALL_OP_FLOPS` runs on one thread (a decode step at batch 1);
+- a core that another process is using: OpenMP's threads spin-wait for the one that was descheduled, which made
+  the demo's small forwards 2x slower with one busy core on a 2-core machine (the issue saw 5-20x on a busier
+  one). So larger work runs on torch's setting (by default all physical cores), capped at the cores that other
+  processes left idle over the last `LOAD_WINDOW_S` seconds (`free_cores`, from `/proc/stat` and this
+  process's own CPU time). On a quiet machine that is every core: a second thread makes the demo's batched
+  forwards up to 1.6x faster; beside a busy process it is one.
+
+`set_threads(n)` (or `WORKBENCH_THREADS=n`, or the CLI's `--threads n`) pins every forward to `n` threads
+instead; `set_threads("auto")` restores the policy.
 """
 
 from __future__ import annotations
@@ -17,15 +21,20 @@ import argparse
 import contextlib
 import os
 import threading
+import time
 from typing import Iterator
 
 import torch
 
-# One thread for a model of at most this width (every op too short to split: the demo, hidden 128) and, for wider
-# ones, for a forward whose hidden x hidden product (2 x tokens x hidden^2) is below SMALL_OP_FLOPS (a Pythia-160m
-# decode step at batch 1: 1.2e6; at batch 8, 9.4e6, is past it). See bench/bench_threads.py and the README.
-SMALL_HIDDEN = 256
-SMALL_OP_FLOPS = 5e6
+# One thread for a forward whose hidden x hidden product (2 x tokens x hidden^2) is below SMALL_OP_FLOPS: the
+# demo's decode steps and prompts of up to 30 tokens; a Pythia-160m decode step at batch 1 (1.2e6) is past it (two
+# threads made its generation 1.9x faster on a quiet machine). See bench/bench_threads.py and the README.
+SMALL_OP_FLOPS = 1e6
+# Load is measured over windows at least this long (/proc/stat counts in 10 ms ticks); between two updates the
+# last estimate holds, so a forward pays one file read at most every window.
+LOAD_WINDOW_S = 0.25
+# A core counts as free when other processes used less than this share of it over the window.
+BUSY_SHARE = 0.3
 _pinned: int | None = None
 
 
@@ -63,12 +72,87 @@ def pinned_threads() -> int | None:
 
 def threads_for(hidden_size: int, n_tokens: int) -> int:
     """Threads for a CPU forward of `n_tokens` tokens through a model of width `hidden_size`: the pinned count,
-    else one for small work and torch's current setting (by default all physical cores) for large."""
+    else one for small work, and for large work torch's current setting (by default all physical cores) capped
+    at the cores other processes leave free (`free_cores`)."""
     pinned = pinned_threads()
     if pinned is not None:
         return pinned
-    small = hidden_size <= SMALL_HIDDEN or 2.0 * n_tokens * hidden_size**2 < SMALL_OP_FLOPS
-    return 1 if small else torch.get_num_threads()
+    if 2.0 * n_tokens * hidden_size**2 < SMALL_OP_FLOPS:
+        return 1
+    setting, free = torch.get_num_threads(), free_cores()
+    return setting if free is None else max(1, min(setting, free))
+
+
+class LoadMeter:
+    """Cores that other processes are using, from the CPU time of this process's CPUs (`/proc/stat`) minus this
+    process's own (`os.times`), over windows of at least `window` seconds.
+
+    Args:
+        read_cpu: returns `(busy seconds of the CPUs this process may run on, their count)`, or None where the
+            machine doesn't say (not Linux); injectable for tests.
+        read_own: this process's CPU seconds (user + system, every thread).
+        clock: monotonic seconds.
+    """
+
+    def __init__(self, read_cpu=None, read_own=None, clock=time.monotonic, window: float = LOAD_WINDOW_S) -> None:
+        self.read_cpu, self.read_own = read_cpu or _proc_stat_busy, read_own or _own_cpu_seconds
+        self.clock, self.window = clock, window
+        self._last: tuple[float, float, float] | None = None  # (wall, busy, own) at the window's start
+        self._free: int | None = None
+        self._lock = threading.Lock()
+
+    def free_cores(self) -> int | None:
+        """Cores that other processes left (mostly) idle over the last window; None before the first window ends
+        or where the load can't be read."""
+        with self._lock:
+            now = self.clock()
+            if self._last is not None and now - self._last[0] < self.window:
+                return self._free
+            cpu = self.read_cpu()
+            if cpu is None:
+                return None
+            busy, n_cpus = cpu
+            own = self.read_own()
+            if self._last is not None:
+                wall, busy0, own0 = self._last
+                others = max(0.0, (busy - busy0) - (own - own0)) / (now - wall)  # cores' worth of others' work
+                self._free = max(0, int(n_cpus - others + BUSY_SHARE))
+            self._last = (now, busy, own)
+            return self._free
+
+
+def _proc_stat_busy() -> tuple[float, int] | None:
+    """(busy CPU seconds since boot of the CPUs this process may use, their count) from `/proc/stat`: user, nice,
+    system, irq, softirq and steal (another virtual machine holding the core) count as busy."""
+    try:
+        allowed = os.sched_getaffinity(0)
+        with open("/proc/stat") as f:
+            lines = f.read().splitlines()
+    except (AttributeError, OSError):
+        return None
+    tick, busy, n = os.sysconf("SC_CLK_TCK"), 0, 0
+    for line in lines:
+        name, *fields = line.split()
+        if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in allowed):
+            continue
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+        busy += user + nice + system + irq + softirq + steal
+        n += 1
+    return (busy / tick, n) if n else None
+
+
+def _own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+_meter = LoadMeter()
+_meter.free_cores()  # the first window starts at import: by the first forward (after a model load) it has a figure
+
+
+def free_cores() -> int | None:
+    """Cores other processes left idle lately (None where unknown); see `LoadMeter`."""
+    return _meter.free_cores()
 
 
 @contextlib.contextmanager
@@ -100,7 +184,7 @@ _state = threading.local()  # per Python thread: whether a forward_threads block
 def add_threads_arg(parser: argparse.ArgumentParser) -> None:
     """`--threads N|auto` for a CLI subcommand; `workbench.cli.main` applies it with `set_threads`."""
     parser.add_argument("--threads", type=_threads_value, default=None,
-                        help="CPU threads: an int, or 'auto' (default: 1 for small work, all cores for large)")
+                        help="CPU threads: an int, or 'auto' (default: 1 for small work, the free cores for large)")
 
 
 def _threads_value(value: str) -> int | str:

@@ -40,6 +40,7 @@ from workbench.evals.prefix_tree import PrefixNode, Tokens, build_prefix_forest
 from workbench.evals.requests import TokenRequests, rolling_windows
 from workbench.evals.tokenizer_adapter import TokenizerAdapter
 from workbench.generation import cut_at_stop, generate
+from workbench.threads import forward_threads
 
 __all__ = ["CachingEngine", "RequestCache", "RequestEngine", "model_fingerprint", "request_key", "rolling_windows"]
 
@@ -131,6 +132,7 @@ class RequestEngine(TokenRequests):
         self.tok = TokenizerAdapter(tokenizer)
         self.batch_size = batch_size
         cfg = getattr(model, "config", None)
+        self._width = int(getattr(cfg, "hidden_size", 0) or 0)  # what workbench.threads sizes the work by
         self.max_length = max_length or int(getattr(cfg, "max_position_embeddings", 0) or 2048)
         self.device = next(model.parameters()).device
         eos, bos = self.tok.special_id("eos"), self.tok.special_id("bos")
@@ -269,20 +271,22 @@ class RequestEngine(TokenRequests):
         dev = self.device
         ids, seg_mask = _padded([node.tokens for node, _ in batch], self.eot_id, left=False)
         has_children = any(node.children for node, _ in batch)
-        if parent is None:
-            # right padding needs no mask here: causal attention never looks at later (pad) positions
-            mask = seg_mask
-            h, out = self._hidden(ids.to(dev), use_cache=has_children)
-        else:
-            rows = torch.tensor([p for _, p in batch])
-            mask = torch.cat([parent.mask[rows], seg_mask], dim=1)  # parents' pads stay masked
-            pos = torch.tensor([node.start for node, _ in batch])[:, None] + torch.arange(ids.shape[1])[None]
-            h, out = self._hidden(ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                                  past_key_values=_select_cache(parent.cache, rows.to(dev)), use_cache=True)  # fmt: skip
-        self.stats["tokens"] += int(seg_mask.sum())
-        self._score_batch(batch, h, run)
-        children = [(child, r) for r, (node, _) in enumerate(batch) for child in node.children]
-        return children, _Prefix(out.past_key_values if children else None, mask)
+        # threads by this batch's size and the machine's load now (workbench.threads), its head included
+        with forward_threads(self._width, ids.numel(), dev):
+            if parent is None:
+                # right padding needs no mask here: causal attention never looks at later (pad) positions
+                mask = seg_mask
+                h, out = self._hidden(ids.to(dev), use_cache=has_children)
+            else:
+                rows = torch.tensor([p for _, p in batch])
+                mask = torch.cat([parent.mask[rows], seg_mask], dim=1)  # parents' pads stay masked
+                pos = torch.tensor([node.start for node, _ in batch])[:, None] + torch.arange(ids.shape[1])[None]
+                h, out = self._hidden(ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                                      past_key_values=_select_cache(parent.cache, rows.to(dev)), use_cache=True)  # fmt: skip
+            self.stats["tokens"] += int(seg_mask.sum())
+            self._score_batch(batch, h, run)
+            children = [(child, r) for r, (node, _) in enumerate(batch) for child in node.children]
+            return children, _Prefix(out.past_key_values if children else None, mask)
 
     def _score_batch(self, batch: list[tuple[PrefixNode, int]], h: torch.Tensor, run: _Run) -> None:
         """Log-probs at the batch's needed positions (one head call on `h` [rows, pos, d]), kept for the inputs

@@ -17,9 +17,8 @@ import torch
 
 import workbench.evals.metrics as M
 from workbench.evals.caching import CachingEngine, RequestCache, model_fingerprint
-from workbench.threads import forward_threads
 from workbench.evals.distributed import wrap_engine
-from workbench.evals.engine import CPU_TOKEN_BUDGET, RequestEngine
+from workbench.evals.engine import RequestEngine
 from workbench.evals.results import EvalResults
 import workbench.evals.tasks.registry as registry
 from workbench.evals.tasks import GenerationTask, Task, get_tasks, resolve_data_dir
@@ -145,10 +144,9 @@ def evaluate(
     res = EvalResults()
     t0 = time.time()
     shots = {t.name: t.num_fewshot if num_fewshot is None else num_fewshot for t in task_list}
-    # the engine's batches (its CPU token budget) decide the thread count (workbench.threads), heads included
-    with forward_threads(getattr(getattr(model, "config", None), "hidden_size", 0), CPU_TOKEN_BUDGET, engine.device):
-        for task in task_list:
-            _evaluate_task(engine, task, shots[task.name], limit, seed, bootstrap_iters, res)
+    # each batch of the engine picks its thread count (workbench.threads: its size, the machine's load)
+    for task in task_list:
+        _evaluate_task(engine, task, shots[task.name], limit, seed, bootstrap_iters, res)
     add_groups(res, [n for n in task_names if isinstance(n, str)], bootstrap_iters)
     res.config = {
         "model": model_name,
