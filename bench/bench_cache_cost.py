@@ -70,7 +70,9 @@ def main() -> None:
         print(json.dumps(measure(args.repeats, args.threads)))
         return
     results = {}
-    for label, extra in (("default malloc", {}), ("malloc keeps freed memory", KEEP_FREED_MEMORY)):
+    # "default malloc" turns off run_with_cache's own retention (workbench.memory), which would otherwise apply
+    for label, extra in (("default malloc", {"WORKBENCH_RETAIN_MEMORY": "0"}),
+                         ("malloc keeps freed memory", KEEP_FREED_MEMORY)):
         child = subprocess.run([sys.executable, __file__, "--child", "--repeats", str(args.repeats),
                                 "--threads", str(args.threads)], env={**os.environ, **extra},
                                capture_output=True, text=True, check=True)

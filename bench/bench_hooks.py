@@ -6,7 +6,12 @@ Ratios against a plain forward, measured three ways:
 - TransformerLens 4.x (`TransformerBridge` over that transformers model, eager attention as it forces).
 Also the memory of a full cache against a filtered one: bytes by unique storage (what the cache really holds; an
 entry that views another's storage counts once, on both sides), the sum over entries, and peak RSS growth
-(sampled in separate, untimed runs: the sampling thread would slow the timed ones).
+(sampled in separate, untimed runs: the sampling thread would slow the timed ones, and with glibc's default trim
+threshold, so that memory a previous case freed doesn't hide the growth).
+
+`run_with_cache` keeps freed memory in the process for the next cache (`workbench.memory`); every case then runs
+in that state, and one extra case measures a full cache with memory handed back to the kernel before each run
+(glibc's default), which is what a cache cost before.
 
     python bench/bench_hooks.py [--repeats 3] [--threads 1] [--out bench/results/hooks.json]
 """
@@ -26,6 +31,7 @@ import torch
 
 from workbench import GPTNeoXConfig, GPTNeoXForCausalLM
 from workbench.hook_points import HookPoint
+from workbench.memory import ensure_retained, retain_freed_memory
 
 PYTHIA_160M = dict(vocab_size=50304, hidden_size=768, num_attention_heads=12, num_hidden_layers=12,
                    intermediate_size=3072, rotary_pct=0.25, max_position_embeddings=2048, use_parallel_residual=True)
@@ -144,12 +150,21 @@ def main() -> None:
         finally:
             restore(swapped)
 
+    def ours_cache_fresh_memory():  # glibc's default: the freed memory went back to the kernel
+        retain_freed_memory(0)
+        try:
+            return model.run_with_cache(ids)
+        finally:
+            retain_freed_memory()
+
+    ensure_retained()
     cases = {
         "bare (HookPoints removed)": ours_bare,
         "transformers forward (sdpa)": lambda: hf(ids, use_cache=False).logits,
         "workbench forward, no hooks": ours_plain,
         "workbench run_with_cache(), all": lambda: model.run_with_cache(ids),
         "workbench run_with_cache(filtered)": lambda: model.run_with_cache(ids, names_filter=filtered),
+        "workbench run_with_cache(), all, fresh memory": ours_cache_fresh_memory,
     }
     if bridge is not None:
         cases["transformer-lens forward"] = lambda: bridge(ids)
@@ -164,14 +179,20 @@ def main() -> None:
         for fn in cases.values():
             fn()
         ids = full_ids
+        timed(lambda: model.run_with_cache(ids))  # the heap grows to a full cache once, before any timing
         for r in range(args.repeats):  # interleaved, so slow spells of a shared machine hit every case alike
             for name, fn in cases.items():
                 times[name].append(timed(fn))
+                if fn is ours_cache_fresh_memory:
+                    timed(lambda: model.run_with_cache(ids))  # untimed: the next case finds the heap as before
         # Peak RSS in passes of their own: the sampling thread slows what it watches, most of all a full cache's
         # run, which faults in ~1 GB (4 x 256, one thread, on this busy machine: 1.98x a plain forward with the
         # sampler in the timed runs, 1.19x without, in runs hours apart), so no timing comes from these runs.
+        retain_freed_memory(0)
         for name, fn in cases.items():
             peaks[name].append(peak_rss_growth(fn)[1])
+            retain_freed_memory(0)  # (the fresh-memory case turns retention back on)
+        retain_freed_memory()
         _, full = model.run_with_cache(ids)
         _, some = model.run_with_cache(ids, names_filter=filtered)
         full_bytes, some_bytes, n_full = unique_storage_bytes(full.values()), some.nbytes(), len(full)
@@ -196,6 +217,7 @@ def main() -> None:
         "hooks_no_hooks_over_bare": plain / bare,
         "hooks_no_hooks_over_transformers": plain / med["transformers forward (sdpa)"],
         "run_with_cache_all_over_plain": med["workbench run_with_cache(), all"] / plain,
+        "run_with_cache_all_fresh_memory_over_plain": med["workbench run_with_cache(), all, fresh memory"] / plain,
         "cache_full_mb": full_bytes / 2**20, "cache_full_entries_mb": full_entry_bytes / 2**20,
         "cache_filtered_mb": some_bytes / 2**20, "cache_full_entries": n_full,
     }

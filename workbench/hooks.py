@@ -326,14 +326,17 @@ class HookedModelMixin:
             **forward_kwargs: passed to the forward (attention_mask, labels, `stop_at_layer`, ...).
 
         Observing never changes the computation: the logits are bit-identical to a plain forward's, whatever
-        is cached (see `workbench.hook_points`).
+        is cached (see `workbench.hook_points`). On Linux the process keeps freed memory for the next cache
+        instead of faulting in fresh pages each time (`workbench.memory`; `WORKBENCH_RETAIN_MEMORY=0` turns it off).
 
         Returns:
             `(logits, cache)`: logits `[batch, pos, vocab]` for causal LMs and the classification heads (the
             whole output for question answering), and an `ActivationCache`.
         """
         from .activation_cache import ActivationCache
+        from .memory import ensure_retained
 
+        ensure_retained()  # a loop of caches reuses freed memory instead of faulting in fresh pages (workbench.memory)
         backward_metric = forward_kwargs.pop("backward_metric", None)
         kwargs = self._model_inputs(inputs, forward_kwargs)
         if names_filter is None:  # everything but the per-head copies (TransformerLens's default too)
