@@ -43,7 +43,7 @@ def set_threads(n: int | str | None) -> None:
 
     Args:
         n: an int >= 1 (also sets `torch.set_num_threads(n)` for everything else torch does), or "auto" /
-            None for the policy (one thread for small work, torch's default for large).
+            None for the policy (one thread for small work, torch's setting capped at the free cores for large).
 
     Raises:
         ValueError: `n` is neither a positive int nor "auto".
