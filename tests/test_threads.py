@@ -65,9 +65,33 @@ def test_demo_batches_take_the_free_cores(two_threads, monkeypatch):
     monkeypatch.setattr(threads, "free_cores", lambda: 1)
     assert _threads_seen(model, ids) == [1]
     monkeypatch.setattr(threads, "free_cores", lambda: 0)  # every core busy: still one thread
-    assert threads.threads_for(768, 10_000) == 1
+    assert threads.threads_for(128, 10_000) == 1
     monkeypatch.setattr(threads, "free_cores", lambda: None)  # load unknown (not Linux): torch's setting
+    assert threads.threads_for(128, 10_000) == 2
+
+
+def test_wide_models_ignore_the_load(two_threads, monkeypatch):
+    """Past LOAD_AWARE_MAX_HIDDEN the thread count is a function of the work only: the load never decides bits."""
+    monkeypatch.setattr(threads, "free_cores", lambda: 1)
     assert threads.threads_for(768, 10_000) == 2
+    assert threads.threads_for(256, 10_000) == 1
+
+
+def test_demo_logits_do_not_depend_on_the_thread_count():
+    """What lets the demo's thread count follow the load: its products give the same bits on 1 and 2 threads."""
+    model = workbench.load("demo")
+    before = torch.get_num_threads()
+    try:
+        for shape in [(1, 40), (4, 256), (16, 64)]:
+            ids = torch.randint(2, 4000, shape, generator=torch.Generator().manual_seed(shape[1]))
+            outs = []
+            for n in (1, 2):
+                threads.set_threads(n)
+                outs.append(model(ids).logits)
+            assert torch.equal(*outs), shape
+    finally:
+        threads.set_threads("auto")
+        torch.set_num_threads(before)
 
 
 def test_load_meter_counts_other_processes_only():

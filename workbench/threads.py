@@ -5,11 +5,18 @@ On a CPU, two things make extra threads cost instead of help (`bench/bench_threa
 - a matmul too short to split pays OpenMP's fork/join for nothing: a forward whose hidden-by-hidden product
   (2 x tokens x hidden^2 FLOPs) is below `SMALL_OP_FLOPS` runs on one thread (a decode step at batch 1);
 - a core that another process is using: OpenMP's threads spin-wait for the one that was descheduled, which made
-  the demo's small forwards 2x slower with one busy core on a 2-core machine (the issue saw 5-20x on a busier
-  one). So larger work runs on torch's setting (by default all physical cores), capped at the cores that other
-  processes left idle over the last `LOAD_WINDOW_S` seconds (`free_cores`, from `/proc/stat` and this
-  process's own CPU time). On a quiet machine that is every core: a second thread makes the demo's batched
-  forwards up to 1.6x faster; beside a busy process it is one.
+  the demo's batched forwards 3.8x slower with one busy core on a 2-core machine (the issue saw 5-20x on a
+  busier one).
+
+So larger work runs on torch's setting (by default all physical cores), and for a model at most
+`LOAD_AWARE_MAX_HIDDEN` wide (the demo) that is capped at the cores other processes left idle over the last
+`LOAD_WINDOW_S` seconds (`free_cores`, from `/proc/stat` and this process's own CPU time): every core on a quiet
+machine (a second thread makes the demo's batched forwards up to 1.8x faster), one beside a busy process. Only
+that narrow: there the matrix products give the same bits on any thread count (a test checks the demo), so the
+load changes the speed and never the result. A wider model's products round differently on another thread count
+(Pythia-160m's logits by ~3e-6), and a result that depended on the machine's load of the moment would break
+"a cached run is bit-identical to a plain one" and bitwise resumable evals; its thread count is a fixed function
+of the work and torch's setting.
 
 `set_threads(n)` (or `WORKBENCH_THREADS=n`, or the CLI's `--threads n`) pins every forward to `n` threads
 instead; `set_threads("auto")` restores the policy.
@@ -35,6 +42,8 @@ SMALL_OP_FLOPS = 1e6
 LOAD_WINDOW_S = 0.25
 # A core counts as free when other processes used less than this share of it over the window.
 BUSY_SHARE = 0.3
+# Models at most this wide follow the load (their products' bits don't depend on the thread count).
+LOAD_AWARE_MAX_HIDDEN = 256
 _pinned: int | None = None
 
 
@@ -43,7 +52,7 @@ def set_threads(n: int | str | None) -> None:
 
     Args:
         n: an int >= 1 (also sets `torch.set_num_threads(n)` for everything else torch does), or "auto" /
-            None for the policy (one thread for small work, torch's setting capped at the free cores for large).
+            None for the policy (one thread for small work, torch's setting for large; see `threads_for`).
 
     Raises:
         ValueError: `n` is neither a positive int nor "auto".
@@ -72,14 +81,15 @@ def pinned_threads() -> int | None:
 
 def threads_for(hidden_size: int, n_tokens: int) -> int:
     """Threads for a CPU forward of `n_tokens` tokens through a model of width `hidden_size`: the pinned count,
-    else one for small work, and for large work torch's current setting (by default all physical cores) capped
-    at the cores other processes leave free (`free_cores`)."""
+    else one for small work, and for large work torch's current setting (by default all physical cores), capped
+    at the cores other processes leave free (`free_cores`) for a model at most `LOAD_AWARE_MAX_HIDDEN` wide."""
     pinned = pinned_threads()
     if pinned is not None:
         return pinned
     if 2.0 * n_tokens * hidden_size**2 < SMALL_OP_FLOPS:
         return 1
-    setting, free = torch.get_num_threads(), free_cores()
+    setting = torch.get_num_threads()
+    free = free_cores() if hidden_size <= LOAD_AWARE_MAX_HIDDEN else None
     return setting if free is None else max(1, min(setting, free))
 
 
