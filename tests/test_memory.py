@@ -57,6 +57,15 @@ def test_run_with_cache_turns_retention_on(monkeypatch):
     memory.retain_freed_memory()
 
 
+@glibc
+def test_the_limit_returned_is_the_limit_applied():
+    try:
+        assert memory.retain_freed_memory(8 * 2**30) == 2**31 - 1  # mallopt takes an int
+        assert memory.retain_freed_memory() <= min(memory.DEFAULT_LIMIT, 2**31 - 1)
+    finally:
+        memory.retain_freed_memory()
+
+
 def test_retention_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("WORKBENCH_RETAIN_MEMORY", "0")
     assert memory.retain_freed_memory() is None

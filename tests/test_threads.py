@@ -25,9 +25,9 @@ def two_threads(monkeypatch):
     monkeypatch.setattr(threads, "free_cores", lambda: 2)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
-    threads.set_threads("auto")
+    threads.set_threads(None)
     yield
-    threads.set_threads("auto")
+    threads.set_threads(None)
     torch.set_num_threads(before)
 
 
@@ -74,7 +74,8 @@ def test_wide_models_ignore_the_load(two_threads, monkeypatch):
     """Past LOAD_AWARE_MAX_HIDDEN the thread count is a function of the work only: the load never decides bits."""
     monkeypatch.setattr(threads, "free_cores", lambda: 1)
     assert threads.threads_for(768, 10_000) == 2
-    assert threads.threads_for(256, 10_000) == 1
+    assert threads.threads_for(256, 10_000) == 2  # a 256-wide model's products differ by thread count
+    assert threads.threads_for(128, 10_000) == 1
 
 
 def test_demo_logits_do_not_depend_on_the_thread_count():
@@ -90,29 +91,74 @@ def test_demo_logits_do_not_depend_on_the_thread_count():
                 outs.append(model(ids).logits)
             assert torch.equal(*outs), shape
     finally:
-        threads.set_threads("auto")
+        threads.set_threads(None)
         torch.set_num_threads(before)
 
 
 def test_load_meter_counts_other_processes_only():
-    """Busy CPU time minus this process's own, per second of wall time, over windows of at least `window`."""
-    samples = iter([(0.0, 100.0, 10.0), (0.1, 100.1, 10.1), (1.0, 101.9, 10.9), (2.0, 102.1, 11.0)])
-    now = {"t": 0.0, "cpu": 0.0, "own": 0.0}
+    """Busy CPU time minus this process's own, per second of wall time, since the previous reading (at least
+    `window` ago; the first estimate waits `first_window` once)."""
+    state = {"t": 0.0}
 
-    def step():
-        now["t"], now["cpu"], now["own"] = next(samples)
+    def read_cpu():  # 2 CPUs; another process holds one core until t = 1; this process uses half a core always
+        t = state["t"]
+        return min(t, 1.0) + 0.5 * t, 2
 
-    meter = threads.LoadMeter(read_cpu=lambda: (now["cpu"], 2), read_own=lambda: now["own"], clock=lambda: now["t"],
-                              window=0.5)
-    step()
-    assert meter.free_cores() is None  # no window yet
-    step()
-    assert meter.free_cores() is None  # 0.1 s: too short a window, no estimate yet
-    step()  # 1 s: 1.9 busy core-seconds, 0.9 of them ours -> others used 1.0 core
+    def sleep(dt):
+        state["t"] += dt
+
+    meter = threads.LoadMeter(read_cpu=read_cpu, read_own=lambda: 0.5 * state["t"], clock=lambda: state["t"],
+                              window=0.5, first_window=0.05, sleep=sleep)
+    assert meter.free_cores() == 1 and state["t"] == pytest.approx(0.05)  # waited once for a first window
+    state["t"] = 0.2
+    assert meter.free_cores() == 1  # within the window: the last estimate, no reading
+    state["t"] = 3.0  # since 0.05: the other process used (1 - 0.05) / 2.95 = 0.32 of a core (> BUSY_SHARE)
     assert meter.free_cores() == 1
-    step()  # next second: 0.2 busy, 0.1 ours -> others 0.1 core (below BUSY_SHARE): both free
+    state["t"] = 4.0  # the last second: nobody else
     assert meter.free_cores() == 2
     assert threads.LoadMeter(read_cpu=lambda: None).free_cores() is None
+
+
+def test_load_meter_without_elapsed_time_gives_no_figure():
+    meter = threads.LoadMeter(read_cpu=lambda: (1.0, 2), read_own=lambda: 0.0, clock=lambda: 5.0, window=0,
+                              first_window=0, sleep=lambda dt: None)
+    assert meter.free_cores() is None  # no time passed: no division by zero, no figure
+    assert meter.free_cores() is None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_forked_child_starts_a_fresh_load_window():
+    threads._meter._last = (0.0, 0.0, 1e9)  # a parent's reading: the child's own CPU time restarts at 0
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if threads._meter._last is None else 1)
+    _, status = os.waitpid(pid, 0)
+    threads._meter.reset()
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_auto_restores_torchs_setting_and_overrides_the_env(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        threads.set_threads(1)
+        assert torch.get_num_threads() == 1
+        threads.set_threads("auto")
+        assert torch.get_num_threads() == 2  # torch's own setting is back
+        monkeypatch.setenv("WORKBENCH_THREADS", "1")
+        assert threads.pinned_threads() is None  # an explicit "auto" wins over the environment
+        threads.set_threads(None)
+        assert threads.pinned_threads() == 1  # the default again: the environment decides
+        for env, want in [("AUTO", None), ("  3 ", 3)]:
+            monkeypatch.setenv("WORKBENCH_THREADS", env)
+            assert threads.pinned_threads() == want
+        for bad in ["\u0663", "\u00b2", "0", "-1"]:  # Arabic-Indic three, superscript two
+            monkeypatch.setenv("WORKBENCH_THREADS", bad)
+            with pytest.raises(ValueError, match="WORKBENCH_THREADS must be an int >= 1 or 'auto'"):
+                threads.pinned_threads()
+    finally:
+        threads.set_threads(None)
+        torch.set_num_threads(before)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="the load is read from Linux's /proc/stat")
@@ -135,7 +181,7 @@ def test_pinned_threads_win(two_threads, monkeypatch):
     model = workbench.load("demo")
     threads.set_threads(2)
     assert _threads_seen(model, torch.randint(2, 4000, (1, 8))) == [2]
-    threads.set_threads("auto")
+    threads.set_threads(None)
     monkeypatch.setenv("WORKBENCH_THREADS", "2")
     assert _threads_seen(model, torch.randint(2, 4000, (1, 8))) == [2]
     monkeypatch.setenv("WORKBENCH_THREADS", "lots")

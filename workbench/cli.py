@@ -116,10 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     stderr, for a bad input)."""
     args = build_parser().parse_args(argv)
     try:
-        if getattr(args, "threads", None) is not None:
-            from .threads import set_threads
+        from .threads import pinned_threads, set_threads
 
+        if getattr(args, "threads", None) is not None:
             set_threads(args.threads)
+        pinned_threads()  # a bad WORKBENCH_THREADS is reported before any work (or output) starts
         return int(args.func(args) or 0)
     except USER_ERRORS as err:
         if os.environ.get("WORKBENCH_DEBUG", "") not in ("", "0"):

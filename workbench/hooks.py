@@ -326,8 +326,10 @@ class HookedModelMixin:
             **forward_kwargs: passed to the forward (attention_mask, labels, `stop_at_layer`, ...).
 
         Observing never changes the computation: the logits are bit-identical to a plain forward's, whatever
-        is cached (see `workbench.hook_points`). On Linux the process keeps freed memory for the next cache
-        instead of faulting in fresh pages each time (`workbench.memory`; `WORKBENCH_RETAIN_MEMORY=0` turns it off).
+        is cached (see `workbench.hook_points`). On Linux the process keeps freed memory (up to 2 GiB or an
+        eighth of RAM) for the next cache instead of faulting in fresh pages each time, so the resident size
+        stays up after a cache is dropped: `workbench.memory.release_freed_memory()` hands it back,
+        `WORKBENCH_RETAIN_MEMORY=0` turns this off (see `workbench.memory`).
 
         Returns:
             `(logits, cache)`: logits `[batch, pos, vocab]` for causal LMs and the classification heads (the

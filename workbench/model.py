@@ -292,7 +292,8 @@ class GPTNeoXPreTrainedModel(HookedModelMixin, nn.Module):
 
     def __call__(self, *args, **kwargs):
         """`nn.Module.__call__` on the CPU thread count `workbench.threads` picks for this much work (one thread
-        for a small model's forward, whose ops are too short to split; see `workbench.threads`)."""
+        for a forward whose ops are too short to split, torch's setting for larger ones, capped at the free
+        cores for a model at most 128 wide; see `workbench.threads`)."""
         ids = kwargs.get("input_ids", args[0] if args else None)
         ids = kwargs.get("inputs_embeds") if ids is None else ids
         tokens = ids.shape[0] * ids.shape[1] if torch.is_tensor(ids) and ids.dim() >= 2 else 1
