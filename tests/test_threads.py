@@ -24,8 +24,8 @@ def two_threads(monkeypatch):
     machine must not decide these tests), restored afterwards (conftest runs tests on one thread)."""
     monkeypatch.setattr(threads, "free_cores", lambda: 2)
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
     threads.set_threads(None)
+    torch.set_num_threads(2)
     yield
     threads.set_threads(None)
     torch.set_num_threads(before)
@@ -145,6 +145,10 @@ def test_auto_restores_torchs_setting_and_overrides_the_env(monkeypatch):
         assert torch.get_num_threads() == 1
         threads.set_threads("auto")
         assert torch.get_num_threads() == 2  # torch's own setting is back
+        threads.set_threads(1)
+        torch.set_num_threads(2)  # changed by the user after the pin: it stays
+        threads.set_threads("auto")
+        assert torch.get_num_threads() == 2
         monkeypatch.setenv("WORKBENCH_THREADS", "1")
         assert threads.pinned_threads() is None  # an explicit "auto" wins over the environment
         threads.set_threads(None)

@@ -59,18 +59,19 @@ def set_threads(n: int | str | None) -> None:
 
     Args:
         n: an int >= 1 (also sets `torch.set_num_threads(n)` for everything else torch does), or "auto" for the
-            policy (torch's own thread count as it was before the first pin comes back; `WORKBENCH_THREADS` is
-            then ignored), or None for the default: `WORKBENCH_THREADS` if set, else the policy.
+            policy (torch's own thread count as it was before the first pin comes back, unless it was changed
+            since; `WORKBENCH_THREADS` is then ignored), or None for the default: `WORKBENCH_THREADS` if set,
+            else the policy.
 
     Raises:
         ValueError: `n` is neither a positive int nor "auto" / None.
     """
     global _pinned, _torch_before_pin
     if n is None or n == "auto":
-        _pinned = n
-        if _torch_before_pin is not None:
+        # torch's setting comes back unless someone changed it since the pin (then theirs stays)
+        if _torch_before_pin is not None and isinstance(_pinned, int) and torch.get_num_threads() == _pinned:
             torch.set_num_threads(_torch_before_pin)
-            _torch_before_pin = None
+        _pinned, _torch_before_pin = n, None
         return
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"threads must be an int >= 1 or 'auto', got {n!r}")
