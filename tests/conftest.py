@@ -39,6 +39,19 @@ def _one_torch_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(autouse=True)
+def _no_pinned_threads_leak():
+    """A test that pins the workbench's threads (`set_threads`, the CLI's `--threads`) doesn't pin them for the
+    tests after it; torch's own count goes back to the suite's one thread."""
+    import torch
+
+    from workbench import threads
+
+    yield
+    threads._pinned, threads._torch_before_pin = None, None
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory, neox_tokenizer_file) -> Path:
     """The evals tests' checkpoint: the embedded demo model, or a tiny random one where it is missing."""

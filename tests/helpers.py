@@ -151,6 +151,18 @@ def run_notebook_in_lab(playwright, url: str, token: str, notebook: str, errors:
     return page
 
 
+def run_cell_in_lab(page, index: int) -> None:
+    """Run cell `index` of the notebook open in JupyterLab (`run_notebook_in_lab`'s page)."""
+    page.evaluate(
+        """async (index) => {
+            const nb = window.jupyterapp.shell.currentWidget.content;
+            nb.activeCellIndex = index;
+            await window.jupyterapp.commands.execute('notebook:run-cell');
+        }""",
+        index,
+    )
+
+
 def screenshot(page, name: str, locator=None) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"

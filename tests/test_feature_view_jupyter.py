@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import workbench
-from tests.helpers import REPO, browser, run_notebook_in_lab, screenshot
+from tests.helpers import REPO, browser, run_cell_in_lab, run_notebook_in_lab, screenshot
 from tests.test_feature_view import make_sae
 from tests.test_viz_jupyter import _log, lab  # noqa: F401 (the JupyterLab server fixture)
 from workbench.viz.feature_view import FeatureView
@@ -73,13 +73,7 @@ def test_feature_view_in_jupyterlab(lab):  # noqa: F811
         page.locator(".wb-featview[data-token='0:1']").wait_for(timeout=30_000)
         chips = root.locator(".wb-ftoken .wb-fchip").evaluate_all("es => es.map(e => e.textContent)")
         assert chips == [f"#{g} {v:.3f}" for g, v in view.token_features(0, 1)]
-        page.evaluate(
-            """async () => {
-                const nb = window.jupyterapp.shell.currentWidget.content;
-                nb.activeCellIndex = 1;
-                await window.jupyterapp.commands.execute('notebook:run-cell');
-            }"""
-        )
+        run_cell_in_lab(page, 1)
         page.get_by_text(f"selected {target}").wait_for(timeout=30_000)
         screenshot(page, "jupyterlab_feature_view")
         page.context.browser.close()

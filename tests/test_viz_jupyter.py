@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import REPO, browser, demo_or_random, run_notebook_in_lab, screenshot
+from tests.helpers import REPO, browser, demo_or_random, run_cell_in_lab, run_notebook_in_lab, screenshot
 from workbench.inputs import as_prompts
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, browser]
@@ -137,13 +137,7 @@ def test_attention_view_in_jupyterlab(lab, neox_tokenizer_file):
         first.locator(".wb-tok[data-i='4']").hover()
         assert any(bg for bg in first.locator(".wb-tok").evaluate_all("es => es.map(e => e.style.backgroundColor)"))
         # the selection also synced back into the kernel's traits
-        page.evaluate(
-            """async () => {
-                const nb = window.jupyterapp.shell.currentWidget.content;
-                nb.activeCellIndex = 3;
-                await window.jupyterapp.commands.execute('notebook:run-cell');
-            }"""
-        )
+        run_cell_in_lab(page, 3)
         page.get_by_text(f"selected {L} {H}").wait_for(timeout=30_000)
         # the 2,000-token view: first head drawn within 2 s of the widget's render call
         big = page.locator(".wb-attn").nth(1)
