@@ -311,3 +311,11 @@ def test_cache_keys_of_partials_and_callable_objects():
     assert code_digest(Probe(2)) != code_digest(Probe(3)) and code_digest(Probe(2)) == code_digest(Probe(2))
     a, b = torch.zeros(2), torch.ones(2)
     assert code_digest(lambda m: {"v": float(a.sum())}) != code_digest(lambda m: {"v": float(b.sum())})
+    # tuples element by element (tensors inside them by their bytes), modules by their weights
+    ta, tb = (a, 1), (b, 1)
+    assert code_digest(lambda m: {"v": len(ta)}) != code_digest(lambda m: {"v": len(tb)})
+    torch.manual_seed(0)
+    ref_a, ref_b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    assert code_digest(lambda m: {"v": ref_a.weight.sum()}) != code_digest(lambda m: {"v": ref_b.weight.sum()})
+    ref = ref_a
+    assert code_digest(lambda m: {"v": ref.weight.sum()}) == code_digest(lambda m: {"v": ref.weight.sum()})

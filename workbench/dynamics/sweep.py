@@ -122,8 +122,10 @@ def code_digest(fn: Callable) -> str:
     included), but not its file or line, so re-running a notebook cell keeps the key. A `functools.partial`
     adds its bound arguments, a callable object its attributes.
 
-    Values are keyed by their repr when they are plain (numbers, strings, tuples, None), by their bytes when they
-    are tensors, and otherwise only by their type: give `name=` a label that tells such functions apart.
+    Values are keyed by their repr when they are plain (numbers, strings, None), by their bytes when they are
+    tensors, by `model_fingerprint` when they are modules (a reference model, an SAE: their weights), element by
+    element in tuples, and otherwise only by their type (mutable lists and dicts too: a closure over a counter
+    must not change the key as it counts): give `name=` a label that tells such functions apart.
     """
     h = hashlib.sha256()
 
@@ -134,12 +136,16 @@ def code_digest(fn: Callable) -> str:
             add_code(const) if hasattr(const, "co_code") else h.update(repr(const).encode())
 
     def add_value(value: Any) -> None:
-        if isinstance(value, (int, float, str, bool, bytes, tuple, type(None))):
+        h.update(type(value).__qualname__.encode())
+        if isinstance(value, (int, float, str, bool, bytes, type(None))):
             h.update(repr(value).encode())
         elif torch.is_tensor(value):
             h.update(f"{value.dtype}{tuple(value.shape)}".encode() + value.detach().cpu().contiguous().numpy().tobytes())
-        else:
-            h.update(type(value).__qualname__.encode())
+        elif isinstance(value, torch.nn.Module):
+            h.update(model_fingerprint(value).encode())
+        elif isinstance(value, tuple):
+            for item in value:
+                add_value(item)
 
     while isinstance(fn, functools.partial):
         for value in (*fn.args, *sorted(fn.keywords.items())):
