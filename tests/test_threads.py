@@ -78,9 +78,10 @@ def test_wide_models_ignore_the_load(two_threads, monkeypatch):
     assert threads.threads_for(128, 10_000) == 1
 
 
-def test_demo_logits_do_not_depend_on_the_thread_count():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_demo_logits_do_not_depend_on_the_thread_count(dtype):
     """What lets the demo's thread count follow the load: its products give the same bits on 1 and 2 threads."""
-    model = workbench.load("demo")
+    model = workbench.load("demo", dtype=dtype)
     before = torch.get_num_threads()
     try:
         for shape in [(1, 40), (4, 256), (16, 64)]:
@@ -116,7 +117,10 @@ def test_load_meter_counts_other_processes_only():
     assert meter.free_cores() == 1
     state["t"] = 4.0  # the last second: nobody else
     assert meter.free_cores() == 2
-    assert threads.LoadMeter(read_cpu=lambda: None).free_cores() is None
+    calls = []
+    unreadable = threads.LoadMeter(read_cpu=lambda: calls.append(1))
+    assert unreadable.free_cores() is None and unreadable.free_cores() is None
+    assert len(calls) == 1  # an unreadable load is not read again at every forward
 
 
 def test_load_meter_without_elapsed_time_gives_no_figure():

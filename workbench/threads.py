@@ -135,6 +135,7 @@ class LoadMeter:
         """Forget every reading (a forked child's own CPU time restarts at 0)."""
         self._last: tuple[float, float, float] | None = None  # (wall, busy, own) at the window's start
         self._free: int | None = None
+        self._unreadable = False
 
     def free_cores(self) -> int | None:
         """Cores that other processes left (mostly) idle since the previous reading (at least `window` seconds
@@ -149,8 +150,9 @@ class LoadMeter:
                         return self._free
                     self.sleep(needed - (now - self._last[0]))  # once per process: the first estimate
                     now = self.clock()
-            cpu = self.read_cpu()
+            cpu = None if self._unreadable else self.read_cpu()
             if cpu is None:
+                self._unreadable = True  # not Linux, or CPUs numbered apart from the affinity set: stop asking
                 return None
             busy, n_cpus = cpu
             own = self.read_own()
@@ -159,6 +161,7 @@ class LoadMeter:
                 self.sleep(self.first_window)
                 now, cpu = self.clock(), self.read_cpu()
                 if cpu is None:
+                    self._unreadable = True
                     return None
                 busy, n_cpus = cpu
                 own = self.read_own()
