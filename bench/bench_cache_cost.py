@@ -1,10 +1,12 @@
-"""Where a full `run_with_cache` spends its time over a plain forward: subsets of the cache, and the allocator.
+"""Where a full `run_with_cache` spends its time over a plain forward: subsets of the cache, read or not, and the
+allocator.
 
-One 160m-shaped random model per process (fp32, batch 4 x 256), median of interleaved repeats. Each case is the
-plain forward or `run_with_cache` over a subset of the default full cache. The whole table is measured twice, in
-child processes: with glibc's default malloc, and with glibc told to keep freed memory
-(`MALLOC_MMAP_THRESHOLD_=32 MiB`, `MALLOC_TRIM_THRESHOLD_=64 GiB`) so a cached run reuses pages instead of
-faulting in fresh ones.
+One 160m-shaped random model per process (fp32, batch 4 x 256), interleaved repeats; each ratio is the median over
+repeats of the ratio within a repeat. Each case is the plain forward or `run_with_cache` over a subset of the default
+full cache, returned as is (attention scores / patterns and LayerNorm-normalised inputs deferred until read:
+`workbench.deferred`) or with every entry read right away. The table is measured twice, in child processes: with
+the workbench's memory policy (`workbench.memory`: freed memory retained, large blocks from the heap while a cache
+fills) and with glibc's defaults (`WORKBENCH_RETAIN_MEMORY=0`).
 
     python bench/bench_cache_cost.py [--repeats 5] [--threads 1] [--out bench/results/cache_cost_t1.json]
 """
@@ -20,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(64 * 2**30)}
 PYTHIA_160M = dict(vocab_size=50304, hidden_size=768, num_attention_heads=12, num_hidden_layers=12,
                    intermediate_size=3072, rotary_pct=0.25, max_position_embeddings=2048, use_parallel_residual=True)
 
@@ -39,13 +40,22 @@ def measure(repeats: int, threads: int) -> dict[str, list[float]]:
     full = [n for n in model.hook_names() if in_full_cache(n)]
     probs = [n for n in full if n.endswith(("attn_scores", "pattern"))]
     ln = [n for n in full if ".ln" in n or n.startswith("ln_final")]
+    def cached(names=None, read=False):
+        def run():
+            logits, cache = model.run_with_cache(ids, names_filter=names)
+            if read:
+                cache.values()  # computes every deferred entry
+            return logits, cache
+        return run
+
     cases = {
         "plain forward": lambda: model(ids, use_cache=False),
-        "run_with_cache(), all": lambda: model.run_with_cache(ids),
-        "all but attention patterns/scores": lambda: model.run_with_cache(ids, names_filter=[n for n in full if n not in probs]),
-        "all but LayerNorm internals": lambda: model.run_with_cache(ids, names_filter=[n for n in full if n not in ln]),
-        "only attention patterns/scores": lambda: model.run_with_cache(ids, names_filter=probs),
-        "only LayerNorm internals": lambda: model.run_with_cache(ids, names_filter=ln),
+        "run_with_cache(), all": cached(),
+        "all, every entry read": cached(read=True),
+        "all but attention patterns/scores, read": cached([n for n in full if n not in probs], read=True),
+        "all but LayerNorm internals, read": cached([n for n in full if n not in ln], read=True),
+        "only attention patterns/scores, read": cached(probs, read=True),
+        "only LayerNorm internals, read": cached(ln, read=True),
     }
     times = {name: [] for name in cases}
     with torch.no_grad():
@@ -70,16 +80,16 @@ def main() -> None:
         print(json.dumps(measure(args.repeats, args.threads)))
         return
     results = {}
-    # "default malloc" turns off run_with_cache's own retention (workbench.memory), which would otherwise apply
-    for label, extra in (("default malloc", {"WORKBENCH_RETAIN_MEMORY": "0"}),
-                         ("malloc keeps freed memory", KEEP_FREED_MEMORY)):
+    for label, extra in (("workbench memory policy", {"WORKBENCH_RETAIN_MEMORY": "1"}),
+                         ("glibc defaults", {"WORKBENCH_RETAIN_MEMORY": "0"})):
         child = subprocess.run([sys.executable, __file__, "--child", "--repeats", str(args.repeats),
                                 "--threads", str(args.threads)], env={**os.environ, **extra},
                                capture_output=True, text=True, check=True)
         times = json.loads(child.stdout.strip().splitlines()[-1])
-        plain = statistics.median(times["plain forward"])
-        results[label] = {name: {"median_s": statistics.median(v), "over_plain": statistics.median(v) / plain,
-                                 "runs_s": v} for name, v in times.items()}
+        plain = times["plain forward"]
+        results[label] = {name: {"median_s": statistics.median(v),
+                                 "over_plain": statistics.median(a / b for a, b in zip(v, plain)), "runs_s": v}
+                          for name, v in times.items()}
     print(f"160m shape, fp32, 4 x 256, {args.threads} thread(s), median of {args.repeats} interleaved repeats")
     for label, rows in results.items():
         print(f"-- {label}")

@@ -1,11 +1,14 @@
 """Cost of the hook machinery on a Pythia-160m-shaped random model (CPU, fp32, batch 4 x 256).
 
-Ratios against a plain forward, measured three ways:
+Ratios against a plain forward (the median over repeats of each repeat's ratio), measured three ways:
 - `bare`: this model with every HookPoint swapped for a plain function (no module call at all);
 - `transformers`: transformers' GPTNeoXForCausalLM (sdpa) holding the same weights;
 - TransformerLens 4.x (`TransformerBridge` over that transformers model, eager attention as it forces).
+A full cache's attention scores, patterns and LayerNorm-normalised inputs are computed when first read
+(`workbench.deferred`): one case reads every entry right after the run, which is what a cache cost when they were computed during the forward.
 Also the memory of a full cache against a filtered one: bytes by unique storage (what the cache really holds; an
-entry that views another's storage counts once, on both sides), the sum over entries, and peak RSS growth
+entry that views another's storage counts once, on both sides), as returned and once every entry was read, the
+sum over entries, and peak RSS growth
 (sampled in separate, untimed runs: the sampling thread would slow the timed ones, and with glibc's default trim
 threshold, so that memory a previous case freed doesn't hide the growth).
 
@@ -157,12 +160,18 @@ def main() -> None:
         finally:
             retain_freed_memory()
 
+    def ours_cache_read_all():  # then every deferred entry (attention scores and patterns) read once
+        logits, cache = model.run_with_cache(ids)
+        cache.values()
+        return logits, cache
+
     ensure_retained()
     cases = {
         "bare (HookPoints removed)": ours_bare,
         "transformers forward (sdpa)": lambda: hf(ids, use_cache=False).logits,
         "workbench forward, no hooks": ours_plain,
         "workbench run_with_cache(), all": lambda: model.run_with_cache(ids),
+        "workbench run_with_cache(), all, every entry read": ours_cache_read_all,
         "workbench run_with_cache(filtered)": lambda: model.run_with_cache(ids, names_filter=filtered),
         "workbench run_with_cache(), all, fresh memory": ours_cache_fresh_memory,
     }
@@ -195,6 +204,7 @@ def main() -> None:
         retain_freed_memory()
         _, full = model.run_with_cache(ids)
         _, some = model.run_with_cache(ids, names_filter=filtered)
+        returned_bytes = unique_storage_bytes(t for _, t in full.cache_dict.raw_items() if torch.is_tensor(t))
         full_bytes, some_bytes, n_full = unique_storage_bytes(full.values()), some.nbytes(), len(full)
         full_entry_bytes = full.nbytes()
         del full, some
@@ -207,25 +217,34 @@ def main() -> None:
             del tl_full
 
     med = {name: statistics.median(v) for name, v in times.items()}
+
+    def ratio(case: str, base: str) -> float:
+        """Median over repeats of the ratio within each repeat: the cases of one repeat ran back to back, so a
+        slow spell of a shared machine (this one's speed drifts by 20% over minutes) cancels out."""
+        return statistics.median(a / b for a, b in zip(times[case], times[base]))
+
     bare, plain = med["bare (HookPoints removed)"], med["workbench forward, no hooks"]
     rows = []
     for name in cases:
         rows.append({"case": name, "median_s": med[name], "vs_bare": med[name] / bare,
                      "vs_transformers": med[name] / med["transformers forward (sdpa)"],
                      "peak_rss_growth_mb": max(peaks[name]) / 2**20, "runs_s": times[name]})
+    plain_case = "workbench forward, no hooks"
     summary = {
-        "hooks_no_hooks_over_bare": plain / bare,
-        "hooks_no_hooks_over_transformers": plain / med["transformers forward (sdpa)"],
-        "run_with_cache_all_over_plain": med["workbench run_with_cache(), all"] / plain,
-        "run_with_cache_all_fresh_memory_over_plain": med["workbench run_with_cache(), all, fresh memory"] / plain,
-        "cache_full_mb": full_bytes / 2**20, "cache_full_entries_mb": full_entry_bytes / 2**20,
+        "hooks_no_hooks_over_bare": ratio(plain_case, "bare (HookPoints removed)"),
+        "hooks_no_hooks_over_transformers": ratio(plain_case, "transformers forward (sdpa)"),
+        "run_with_cache_all_over_plain": ratio("workbench run_with_cache(), all", plain_case),
+        "run_with_cache_all_read_over_plain": ratio("workbench run_with_cache(), all, every entry read", plain_case),
+        "run_with_cache_all_fresh_memory_over_plain": ratio("workbench run_with_cache(), all, fresh memory",
+                                                            plain_case),
+        "cache_full_returned_mb": returned_bytes / 2**20, "cache_full_mb": full_bytes / 2**20, "cache_full_entries_mb": full_entry_bytes / 2**20,
         "cache_filtered_mb": some_bytes / 2**20, "cache_full_entries": n_full,
     }
     if bridge is not None:
-        tl_plain = med["transformer-lens forward"]
         summary.update({
-            "tl_run_with_cache_all_over_tl_forward": med["transformer-lens run_with_cache(), all"] / tl_plain,
-            "tl_run_with_cache_all_over_workbench_plain": med["transformer-lens run_with_cache(), all"] / plain,
+            "tl_run_with_cache_all_over_tl_forward": ratio("transformer-lens run_with_cache(), all",
+                                                           "transformer-lens forward"),
+            "tl_run_with_cache_all_over_workbench_plain": ratio("transformer-lens run_with_cache(), all", plain_case),
             "tl_cache_full_mb": tl_full_bytes / 2**20, "tl_cache_full_entries_mb": tl_entry_bytes / 2**20,
             "tl_cache_full_entries": tl_entries,
         })

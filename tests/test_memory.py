@@ -47,6 +47,48 @@ def test_retained_memory_is_reused_without_page_faults():
     assert retained < released * 0.1
 
 
+_LARGE_BLOCKS = """
+import resource, sys, torch
+from workbench import memory
+memory.retain_freed_memory(1 << 30)
+scope = memory.heap_allocations if sys.argv[1] == "heap" else memory.contextlib.nullcontext
+def round_(n=5, numel=10 * 2**20):  # n 40 MB tensors: over glibc's largest mmap threshold (32 MB)
+    with scope():
+        return [torch.ones(numel) for _ in range(n)]
+for _ in range(4):  # the heap settles at a round's size within two or three rounds (glibc's bins)
+    round_()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+second = round_()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults_of_large_blocks(scope: str) -> int:
+    out = subprocess.run([sys.executable, "-c", _LARGE_BLOCKS, scope], capture_output=True, text=True, check=True,
+                         env={**os.environ, "WORKBENCH_RETAIN_MEMORY": "1"})
+    return int(out.stdout.split()[-1])
+
+
+@glibc
+def test_large_blocks_come_from_the_retained_heap_inside_heap_allocations():
+    mmapped, heap = _faults_of_large_blocks("none"), _faults_of_large_blocks("heap")
+    assert mmapped > 200 * 256 * 0.5  # each 40 MB block a fresh mmap: 200 MB of fresh 4 kB pages again
+    assert heap < mmapped * 0.1
+
+
+@glibc
+def test_heap_allocations_restores_mmap_for_large_blocks_when_the_last_block_exits():
+    memory.retain_freed_memory()
+    with memory.heap_allocations():
+        with memory.heap_allocations():
+            assert memory._heap_users == 2
+        assert memory._heap_users == 1
+    assert memory._heap_users == 0
+    with pytest.raises(RuntimeError), memory.heap_allocations():
+        raise RuntimeError("the count drops on errors too")
+    assert memory._heap_users == 0
+
+
 @glibc
 def test_run_with_cache_turns_retention_on(monkeypatch):
     monkeypatch.setattr(memory, "_tried", False)

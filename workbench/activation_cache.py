@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from .deferred import Deferred, DeferredDict
 from .hook_points import SITES, position_selector
 
 # Shorthand -> component, from the site table: ("pattern", 3) is blocks.3.attn.hook_pattern.
@@ -79,12 +80,31 @@ class ActivationCache:
 
     def __init__(self, cache_dict: dict[str, torch.Tensor], model: Any, has_batch_dim: bool = True,
                  pos_sliced: bool = False) -> None:
-        self.cache_dict = cache_dict
+        self.cache_dict = cache_dict  # kept as a DeferredDict (see the property)
         self.model = model
         self.has_batch_dim = has_batch_dim
         self.pos_sliced = pos_sliced
 
     # ---- dict-like ----------------------------------------------------------------------------------
+    @property
+    def cache_dict(self) -> DeferredDict:
+        """name -> tensor. Attention scores / patterns cached by a full `run_with_cache` are computed when first
+        read, by any route (`cache[...]`, `cache_dict[...]`, `values()`, `items()`, `dict(...)`, `torch.save`):
+        see `workbench.deferred`. `pending()` lists those not read yet."""
+        return self._cache_dict
+
+    @cache_dict.setter
+    def cache_dict(self, value: dict[str, Any]) -> None:
+        self._cache_dict = value if isinstance(value, DeferredDict) else DeferredDict(value)
+
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> DeferredDict:
+        """`fn` applied to every entry; entries not read yet stay deferred (`fn` is applied when they are)."""
+        return DeferredDict({k: v.map(fn) if isinstance(v, Deferred) else fn(v) for k, v in self.cache_dict.raw_items()})
+
+    def pending(self) -> list[str]:
+        """Names of the entries that will be computed when first read (none are, unless read)."""
+        return self.cache_dict.pending()
+
     @property
     def n_layers(self) -> int:
         return self.model.config.num_hidden_layers
@@ -144,9 +164,12 @@ class ActivationCache:
     def __repr__(self) -> str:
         return f"ActivationCache with keys {list(self.cache_dict)}"
 
-    def nbytes(self) -> int:
-        """Bytes held by the stored tensors."""
-        return sum(t.numel() * t.element_size() for t in self.cache_dict.values())
+    def nbytes(self, include_pending: bool = True) -> int:
+        """Bytes of the stored tensors; with `include_pending`, entries not read yet count as the size they will
+        have (else 0: they hold nothing yet but the forward's queries and keys, which `hook_rot_q/k` also hold)."""
+        pending = set(self.pending())
+        return sum(v.shape.numel() * v.dtype.itemsize for k, v in self.cache_dict.raw_items()
+                   if include_pending or k not in pending)
 
     def to(self, device: torch.device | str) -> "ActivationCache":
         """Move every stored tensor to `device` (in place); returns self."""
@@ -157,10 +180,10 @@ class ActivationCache:
         """Drop the batch dimension of a batch-of-one cache (in place); returns self."""
         if not self.has_batch_dim:
             return self
-        sizes = {k: v.shape[0] for k, v in self.cache_dict.items()}
+        sizes = {k: v.shape[0] for k, v in self.cache_dict.raw_items()}
         if any(s != 1 for s in sizes.values()):
             raise ValueError(f"remove_batch_dim needs batch size 1, got sizes {sorted(set(sizes.values()))}")
-        self.cache_dict = {k: v[0] for k, v in self.cache_dict.items()}
+        self.cache_dict = self._map(lambda t: t[0])
         self.has_batch_dim = False
         return self
 
@@ -173,7 +196,7 @@ class ActivationCache:
         """
         if not self.has_batch_dim:
             raise ValueError("this cache has no batch dimension to slice (remove_batch_dim() was applied)")
-        sliced = {k: self._slice_pos(v, batch_slice, 0) for k, v in self.cache_dict.items()}
+        sliced = self._map(lambda t: self._slice_pos(t, batch_slice, 0))
         return ActivationCache(sliced, self.model, has_batch_dim=not isinstance(batch_slice, int),
                                pos_sliced=self.pos_sliced)
 

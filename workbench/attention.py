@@ -8,9 +8,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from .deferred import Deferred
 
 
 @dataclass
@@ -104,6 +107,46 @@ def attention_scores(q: torch.Tensor, k: torch.Tensor, mask: AttentionMask, scal
 def attention_probs(scores: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Softmax over keys in fp32, returned in `dtype`."""
     return F.softmax(scores, dim=-1, dtype=torch.float32).to(dtype)
+
+
+class ObservedAttention:
+    """The attention scores and pattern the hooks see (TransformerLens's masking: -inf, a padding query's row of
+    no key all 0), computed from the forward's own rotated `q, k` `[batch, head, pos, head_size]` beside
+    whichever kernel produced the output; now (`scores`, `pattern`) or when first read (`deferred`).
+
+    Args:
+        keep_scores: keep the scores once computed, for a pattern read later (both cached).
+    """
+
+    def __init__(self, q: torch.Tensor, k: torch.Tensor, mask: AttentionMask, scale: float, keep_scores: bool) -> None:
+        self.q, self.k, self.mask, self.scale, self.keep_scores = q, k, mask, scale, keep_scores
+        self._scores: torch.Tensor | None = None
+
+    def scores(self) -> torch.Tensor:
+        """`[batch, head, query, key]`, fp32 for low-precision inputs."""
+        if self._scores is not None:
+            return self._scores
+        scores = attention_scores(self.q, self.k, self.mask, self.scale, strict=True)
+        if self.keep_scores:
+            self._scores = scores
+        return scores
+
+    def pattern(self, scores: torch.Tensor | None = None) -> torch.Tensor:
+        """Softmax of `scores` (default: `self.scores()`) in the inputs' dtype."""
+        pattern = attention_probs(self.scores() if scores is None else scores, self.q.dtype)
+        if self.mask.padding is not None:  # a padding query that sees no key: a row of NaN, 0 in TransformerLens
+            pattern = pattern.nan_to_num_(0.0)
+        return pattern
+
+    def deferred(self, point: Any) -> Deferred:
+        """The value of hook point `point` (`hook_attn_scores` or `hook_pattern`), computed when first read."""
+        b, h, nq, _ = self.q.shape
+        is_scores = point.name.endswith("hook_attn_scores")
+        low = self.q.dtype in (torch.float16, torch.bfloat16)
+        dtype = torch.float32 if is_scores and low else self.q.dtype
+        meta = torch.empty(b, h, nq, self.k.shape[2], dtype=dtype, device="meta")
+        return Deferred(self.scores if is_scores else self.pattern, meta, (self.q, self.k), point.name, self.q.device,
+                        "the rotated queries / keys, also cached as hook_rot_q / hook_rot_k")
 
 
 def sdpa_attention(

@@ -15,7 +15,8 @@ Observing never changes the computation: a site that is not on the forward's own
 pattern under sdpa/flash, per-head results, LayerNorm internals, the split inputs) is computed *beside* the
 forward and handed to its hooks through `HookPoint.observe`; the forward keeps its fused kernels unless a hook
 returns a replacement (or takes the gradient), and only then runs through the hooked value. A cached run is
-therefore bit-identical to a plain one, in every dtype.
+therefore bit-identical to a plain one, in every dtype. Where `run_with_cache` alone listens, such a site may hand
+it a value computed when first read instead (`HookPoint.defers` / `observe_deferred`, `workbench.deferred`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,21 @@ class HookPoint(nn.Module):
         version = value._version  # bumped by in-place edits (`pattern[:, head] = 0; return pattern`)
         out = self(value)
         return out, out is not value or value._version != version or self.wants_grad()
+
+    def defers(self) -> bool:
+        """Whether every hook that applies here (this thread's scopes) takes a `Deferred` value, computed when
+        read (`run_with_cache`'s store does); then the site need not compute it during the forward."""
+        if self._forward_pre_hooks or self._backward_hooks:
+            return False
+        return all(getattr(h, "on_deferred", None) is not None
+                   for h in self._forward_hooks.values() if in_scope(getattr(h, "scope", None)))
+
+    def observe_deferred(self, value: Any) -> None:
+        """Hand a `workbench.deferred.Deferred` to the hooks (only when `defers()`): it is not on the forward's
+        path, and nobody can return a replacement for it."""
+        for hook in list(self._forward_hooks.values()):
+            if in_scope(getattr(hook, "scope", None)):
+                hook.on_deferred(value, self)
 
     def remove_hooks(self) -> None:
         """Detach every hook from this point (permanent ones included)."""

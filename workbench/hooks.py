@@ -6,7 +6,10 @@ user calls: `model.add_hook`, `model.hooks(...)` (scoped), `run_with_hooks`, `ru
 The rule: a hook that only reads (returns None and edits nothing; every `run_with_cache`) leaves the forward
 bit-identical to a plain one, in every dtype and backend: values off the forward's path are computed beside it
 (`HookPoint.observe`). Only a hook that returns a replacement, edits its value in place, or takes its gradient
-routes the forward through that value. Hook functions are called as TransformerLens calls them,
+routes the forward through that value. When `run_with_cache` is the only listener at a site off the path (the
+attention scores and pattern, LayerNorm's normalised input), the site hands the cache a value computed when first
+read, from the tensors the forward used (`workbench.deferred`): bit-identical to what a hook would get then, and
+free until read. Hook functions are called as TransformerLens calls them,
 `fn(value, hook=point)` (positionally when `fn` has no `hook` parameter).
 
 What a hook may return (forward and backward alike, checked by `_replacement`): None or the value itself (kept:
@@ -326,7 +329,12 @@ class HookedModelMixin:
             **forward_kwargs: passed to the forward (attention_mask, labels, `stop_at_layer`, ...).
 
         Observing never changes the computation: the logits are bit-identical to a plain forward's, whatever
-        is cached (see `workbench.hook_points`). On Linux the process keeps freed memory (up to 2 GiB or an
+        is cached (see `workbench.hook_points`). Attention scores / patterns and LayerNorm-normalised inputs are
+        computed when first read (unless `incl_bwd`, `pos_slice` or `device` is given, or another hook watches
+        the site), from the forward's own queries, keys and LayerNorm inputs, so they are bit-identical to what
+        a hook receives, and a full cache costs about a plain forward until they are read; `cache.pending()`
+        lists those not read yet (`workbench.deferred`). While the cache fills, large blocks come from the
+        retained heap rather than from fresh mmaps (`workbench.memory.heap_allocations`). On Linux the process keeps freed memory (up to 2 GiB or an
         eighth of RAM) for the next cache instead of faulting in fresh pages each time, so the resident size
         stays up after a cache is dropped: `workbench.memory.release_freed_memory()` hands it back,
         `WORKBENCH_RETAIN_MEMORY=0` turns this off (see `workbench.memory`).
@@ -336,7 +344,7 @@ class HookedModelMixin:
             whole output for question answering), and an `ActivationCache`.
         """
         from .activation_cache import ActivationCache
-        from .memory import ensure_retained
+        from .memory import ensure_retained, heap_allocations
 
         ensure_retained()  # a loop of caches reuses freed memory instead of faulting in fresh pages (workbench.memory)
         backward_metric = forward_kwargs.pop("backward_metric", None)
@@ -362,6 +370,15 @@ class HookedModelMixin:
                 live[hook.name] = activation
 
         save.wants_grad = incl_bwd  # gradients are taken w.r.t. these values: the forward must run through them
+        if not incl_bwd and keep is None and device is None:
+            # Sites that cost a second computation beside the fused kernels (attention scores and patterns) may
+            # hand over a `Deferred`: computed, bit-identical, when the entry is first read (workbench.deferred).
+            # Not with position slices or another device: the deferral would hold the whole inputs, on the model's
+            # device, to produce a smaller or a moved value.
+            def save_deferred(value: Any, hook: HookPoint) -> None:
+                store[hook.name] = value if dtype is None else value.map(lambda t: t.to(dtype))
+
+            save.on_deferred = save_deferred
 
         if incl_bwd and backward_metric is None and "labels" not in kwargs and hasattr(self, "embed_out"):
             ids = kwargs.get("input_ids")
@@ -372,7 +389,7 @@ class HookedModelMixin:
                 labels[kwargs["attention_mask"] == 0] = -100
             kwargs["labels"] = labels
         grad_context = torch.enable_grad() if incl_bwd else contextlib.nullcontext()
-        with grad_context, self.hooks([(points, save)]):
+        with grad_context, heap_allocations(), self.hooks([(points, save)]):
             output = self(**kwargs)
             if incl_bwd:
                 target = backward_metric(output) if backward_metric is not None else getattr(output, "loss", None)
@@ -481,6 +498,8 @@ def _forward_wrapper(fn: HookFn, scope: int | None = None):
         return _replacement(call(output, module), output, module, "activation")
 
     forward_hook.wants_grad, forward_hook.scope = getattr(fn, "wants_grad", False), scope
+    # A store that takes values computed when read (run_with_cache's) lets a site skip computing them now.
+    forward_hook.on_deferred = getattr(fn, "on_deferred", None)
     return forward_hook
 
 

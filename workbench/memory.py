@@ -11,22 +11,35 @@ memory for the next allocations instead; the cost is that the resident size stay
 
 `run_with_cache` applies it on first use where the C library is glibc (Linux); `WORKBENCH_RETAIN_MEMORY=0`
 turns it off, and other platforms are left as they are.
+
+Blocks over glibc's mmap threshold (32 MB at most) bypass the heap: each comes from a fresh mmap and goes back
+at free. A cache's logits (`[4, 256, 50304]` fp32 is 206 MB) and the largest activations of longer inputs are such
+blocks, and once the retained heap had no free chunk of that size left they were faulted in anew at every call
+(50,000 page faults a run on the 160m shape). `heap_allocations()`, which `run_with_cache` enters, takes large
+blocks from the retained heap too while a cache is being filled (glibc's `M_MMAP_MAX` = 0), and restores mmap for
+large blocks afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
+import threading
+from typing import Iterator
 
 # mallopt parameters (glibc's malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+_DEFAULT_MMAP_MAX = 65536  # glibc's default count of mmapped blocks allowed at once
 # glibc's own ceiling for its dynamic mmap threshold (32 MB on 64-bit): larger blocks keep coming from mmap.
 _MMAP_THRESHOLD = 32 * 2**20
 DEFAULT_LIMIT = 2 * 2**30  # bytes of freed memory kept at most (capped at an eighth of the machine's RAM)
 
 _applied: int | None = None
 _tried = False
+_heap_users = 0  # open heap_allocations() blocks, in every thread
+_heap_lock = threading.Lock()
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -96,6 +109,29 @@ def ensure_retained() -> None:
         _tried = True
         if _applied is None:
             retain_freed_memory()
+
+
+@contextlib.contextmanager
+def heap_allocations() -> Iterator[None]:
+    """Inside: blocks of every size come from the retained heap, not from fresh mmaps (glibc, and only while
+    `retain_freed_memory` holds a limit > 0; elsewhere nothing changes). Nested and concurrent blocks share one
+    setting, restored when the last one exits. Memory freed later goes back to the retained heap."""
+    global _heap_users
+    libc = _libc() if _applied else None
+    if libc is None:
+        yield
+        return
+    with _heap_lock:
+        _heap_users += 1
+        if _heap_users == 1:
+            libc.mallopt(_M_MMAP_MAX, 0)
+    try:
+        yield
+    finally:
+        with _heap_lock:
+            _heap_users -= 1
+            if _heap_users == 0:
+                libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
 
 
 def release_freed_memory() -> bool:

@@ -18,6 +18,7 @@ from torch import nn
 
 from .attention import (
     AttentionMask,
+    ObservedAttention,
     attention_probs,
     attention_scores,
     flash_attention,
@@ -25,6 +26,7 @@ from .attention import (
     sdpa_attention,
 )
 from .config import GPTNeoXConfig
+from .deferred import Deferred
 from .hook_points import SPLIT_INPUT_HOOKS, add_hook_points, name_hook_points
 from .hooks import HookedModelMixin
 from .kv_cache import KVCache
@@ -112,11 +114,24 @@ class LayerNorm(nn.LayerNorm):
         # The same kernel as F.layer_norm, which also hands back the statistics it used: [b, p, 1] each.
         out, mean, rstd = torch.native_layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         scale, use_scale = self.hook_scale.observe(rstd.reciprocal())
-        # As TransformerLens: hook_normalized is the centred, rescaled input, before the weight and bias.
-        centred = x.float() - mean
-        normalized = (centred / scale if use_scale else centred.mul_(rstd)).to(x.dtype)
+        if not use_scale and self.hook_normalized.is_active() and self.hook_normalized.defers():
+            # Only a cache listens: it gets the value computed when first read, from this x (workbench.deferred).
+            meta = torch.empty(x.shape, dtype=x.dtype, device="meta")
+            self.hook_normalized.observe_deferred(Deferred(
+                lambda: normalized_input(x, mean, rstd), meta, (x,), self.hook_normalized.name, x.device,
+                "the LayerNorm's input (cached as hook_resid_pre / hook_resid_mid / the last hook_resid_post)"))
+            return out
+        normalized = normalized_input(x, mean, None if use_scale else rstd, scale)
         normalized, use_normalized = self.hook_normalized.observe(normalized)
         return normalized * self.weight + self.bias if use_scale or use_normalized else out
+
+
+def normalized_input(x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor | None,
+                     scale: torch.Tensor | None = None) -> torch.Tensor:
+    """TransformerLens's hook_normalized: `x` `[b, p, d]` centred and rescaled, before LayerNorm's weight and bias;
+    divided by `scale` `[b, p, 1]` (a hooked one) when given, else multiplied by the kernel's `rstd`."""
+    centred = x.float() - mean
+    return (centred / scale if rstd is None else centred.mul_(rstd)).to(x.dtype)
 
 
 class GPTNeoXAttention(nn.Module):
@@ -168,14 +183,18 @@ class GPTNeoXAttention(nn.Module):
             z = flash_attention(q, k, v, mask, self.scale, dropout)
         else:
             z = sdpa_attention(q, k, v, mask, self.scale, dropout)
-        if self.hook_attn_scores.is_active() or self.hook_pattern.is_active():
-            # Observed beside the forward (TransformerLens's masking: -inf, rows with no key all 0); the forward
-            # runs through them only if a hook replaced one.
-            scores, use_scores = self.hook_attn_scores.observe(attention_scores(q, k, mask, self.scale, strict=True))
-            pattern = attention_probs(scores, q.dtype)
-            if mask.padding is not None:  # a padding query that sees no key: a row of NaN, 0 in TransformerLens
-                pattern = pattern.nan_to_num_(0.0)
-            pattern, use_pattern = self.hook_pattern.observe(pattern)
+        sites = [p for p in (self.hook_attn_scores, self.hook_pattern) if p.is_active()]
+        if sites and cache is None and all(p.defers() for p in sites):
+            # Only a cache listens: it gets the scores / pattern as values computed when first read (from these
+            # very q and k, by the same functions as below), so caching everything costs no second attention.
+            observed = ObservedAttention(q, k, mask, self.scale, keep_scores=self.hook_attn_scores in sites)
+            for point in sites:
+                point.observe_deferred(observed.deferred(point))
+        elif sites:
+            # Observed beside the forward; the forward runs through them only if a hook replaced one.
+            observed = ObservedAttention(q, k, mask, self.scale, keep_scores=False)
+            scores, use_scores = self.hook_attn_scores.observe(observed.scores())
+            pattern, use_pattern = self.hook_pattern.observe(observed.pattern(scores))
             if use_scores or use_pattern:
                 probs, z = pattern, self._weigh(pattern, v, head_mask, dropout)
         z = self.hook_z(z.transpose(1, 2))  # [b, p, h, dh]
