@@ -184,3 +184,20 @@ def test_the_deferred_dict_is_a_dict_of_tensors_to_its_readers():
     assert isinstance(d, dict) and list(d) == ["a", "b"] and d.pending() == ["b"]
     assert "Deferred('b'" in repr(d)  # the repr shows what is not computed, without computing it
     assert torch.equal(d["b"], torch.arange(3.0)) and d.pending() == []
+
+
+def test_under_inference_mode_caches_defer_and_an_in_place_edit_still_takes_effect():
+    """Inference tensors have no version counter: the cache still defers and equals the eager values, and a
+    hook that edits its value in place (undetectable there) still routes the forward through it."""
+    model = tiny_model(seed=3)
+    ids = random_tokens(batch=2, pos=9)
+    eager = _eager_values(model, {"input_ids": ids}, DEFERRED)
+    with torch.no_grad():
+        plain = model(ids).logits
+    with torch.inference_mode():
+        logits, cache = model.run_with_cache(ids)
+        with model.hooks([("blocks.0.attn.hook_pattern", lambda value, hook: value.mul_(0.5))]):
+            edited = model(ids).logits
+    assert torch.equal(logits, plain) and sorted(cache.pending()) == sorted(eager)
+    assert all(torch.equal(cache[n], v) for n, v in eager.items())
+    assert not torch.equal(edited, plain)

@@ -61,9 +61,17 @@ class HookPoint(nn.Module):
             replacement, edited the value in place, or takes its gradient. Otherwise the forward keeps its own
             (fused) computation, so watching never changes what the model computes.
         """
-        version = value._version  # bumped by in-place edits (`pattern[:, head] = 0; return pattern`)
+        try:
+            version = value._version  # bumped by in-place edits (`pattern[:, head] = 0; return pattern`)
+        except RuntimeError:  # an inference-mode tensor has no version counter: an in-place edit can't be seen,
+            version = None    # so unless every hook is known to only read, assume one edited
         out = self(value)
-        return out, out is not value or value._version != version or self.wants_grad()
+        if version is None:
+            edited = not all(getattr(h, "reads_only", False) for h in self._forward_hooks.values()
+                             if in_scope(getattr(h, "scope", None)))
+        else:
+            edited = value._version != version
+        return out, out is not value or edited or self.wants_grad()
 
     def defers(self) -> bool:
         """Whether every hook that applies here (this thread's scopes) takes a `Deferred` value, computed when

@@ -370,6 +370,7 @@ class HookedModelMixin:
                 live[hook.name] = activation
 
         save.wants_grad = incl_bwd  # gradients are taken w.r.t. these values: the forward must run through them
+        save.reads_only = True  # under inference_mode (no version counters) this is how observe knows
         if not incl_bwd and keep is None and device is None:
             # Sites that cost a second computation beside the fused kernels (attention scores and patterns) may
             # hand over a `Deferred`: computed, bit-identical, when the entry is first read (workbench.deferred).
@@ -500,6 +501,7 @@ def _forward_wrapper(fn: HookFn, scope: int | None = None):
     forward_hook.wants_grad, forward_hook.scope = getattr(fn, "wants_grad", False), scope
     # A store that takes values computed when read (run_with_cache's) lets a site skip computing them now.
     forward_hook.on_deferred = getattr(fn, "on_deferred", None)
+    forward_hook.reads_only = getattr(fn, "reads_only", False)  # never edits its value (run_with_cache's store)
     return forward_hook
 
 
