@@ -186,9 +186,10 @@ def test_the_deferred_dict_is_a_dict_of_tensors_to_its_readers():
     assert torch.equal(d["b"], torch.arange(3.0)) and d.pending() == []
 
 
-def test_under_inference_mode_caches_defer_and_an_in_place_edit_still_takes_effect():
-    """Inference tensors have no version counter: the cache still defers and equals the eager values, and a
-    hook that edits its value in place (undetectable there) still routes the forward through it."""
+def test_under_inference_mode_or_autocast_caches_compute_eagerly_and_in_place_edits_still_take_effect():
+    """Inference tensors have no version counter (an edit before a deferred read would go unseen) and autocast
+    would have to be replayed at read time, so there the cache computes eagerly; a hook that edits its value in
+    place (undetectable under inference mode) still routes the forward through it."""
     model = tiny_model(seed=3)
     ids = random_tokens(batch=2, pos=9)
     eager = _eager_values(model, {"input_ids": ids}, DEFERRED)
@@ -198,6 +199,49 @@ def test_under_inference_mode_caches_defer_and_an_in_place_edit_still_takes_effe
         logits, cache = model.run_with_cache(ids)
         with model.hooks([("blocks.0.attn.hook_pattern", lambda value, hook: value.mul_(0.5))]):
             edited = model(ids).logits
-    assert torch.equal(logits, plain) and sorted(cache.pending()) == sorted(eager)
+    assert torch.equal(logits, plain) and cache.pending() == []
     assert all(torch.equal(cache[n], v) for n, v in eager.items())
     assert not torch.equal(edited, plain)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        eager_bf16 = _eager_values(model, {"input_ids": ids}, DEFERRED)
+        _, cache = model.run_with_cache(ids)
+    assert cache.pending() == [] and all(torch.equal(cache[n], v) for n, v in eager_bf16.items())
+
+
+def test_a_deferred_read_inside_autocast_computes_as_the_forward_did():
+    model = tiny_model(seed=3)
+    ids = random_tokens(batch=2, pos=9)
+    eager = _eager_values(model, {"input_ids": ids})
+    _, cache = model.run_with_cache(ids)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = cache["attn_scores", 0]
+    assert value.dtype == torch.float32 and torch.equal(value, eager["blocks.0.attn.hook_attn_scores"])
+
+
+def test_editing_read_scores_does_not_change_a_pattern_read_later():
+    model = tiny_model(seed=3)
+    ids = random_tokens(batch=2, pos=9)
+    eager = _eager_values(model, {"input_ids": ids})
+    _, cache = model.run_with_cache(ids)
+    cache["attn_scores", 0][:] = 0.0  # an ablation of the cached scores, after reading them
+    assert torch.equal(cache["pattern", 0], eager["blocks.0.attn.hook_pattern"])
+
+
+def test_copies_of_a_cache_keep_its_type_and_a_failed_pop_keeps_the_entry():
+    import copy
+
+    model = tiny_model(seed=3)
+    ids = random_tokens(batch=2, pos=9)
+    eager = _eager_values(model, {"input_ids": ids})
+    _, cache = model.run_with_cache(ids)
+    shallow = copy.copy(cache.cache_dict)
+    assert isinstance(shallow, DeferredDict) and shallow.pending()  # (a deep copy computes every entry)
+    deep = copy.deepcopy(cache.cache_dict)
+    assert isinstance(deep, DeferredDict) and deep.pending() == []
+    assert torch.equal(shallow["blocks.0.attn.hook_pattern"], eager["blocks.0.attn.hook_pattern"])
+    assert torch.equal(deep["blocks.1.attn.hook_pattern"], eager["blocks.1.attn.hook_pattern"])
+    _, cache = model.run_with_cache(ids)  # a fresh one: the deep copy computed every entry of the first
+    cache["rot_q", 1].mul_(2.0)
+    with pytest.raises(RuntimeError, match="edited in place"):
+        cache.cache_dict.pop("blocks.1.attn.hook_pattern")
+    assert "blocks.1.attn.hook_pattern" in cache

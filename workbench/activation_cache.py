@@ -166,7 +166,9 @@ class ActivationCache:
 
     def nbytes(self, include_pending: bool = True) -> int:
         """Bytes of the stored tensors; with `include_pending`, entries not read yet count as the size they will
-        have (else 0: they hold nothing yet but the forward's queries and keys, which `hook_rot_q/k` also hold)."""
+        have, else 0 (they hold no value yet, only references to what the forward used: its rotated queries and
+        keys, a LayerNorm's input and statistics; a full cache holds those as `hook_rot_q/k` and the residual
+        stream, a filtered one may not)."""
         pending = set(self.pending())
         return sum(v.shape.numel() * v.dtype.itemsize for k, v in self.cache_dict.raw_items()
                    if include_pending or k not in pending)

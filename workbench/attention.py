@@ -120,15 +120,16 @@ class ObservedAttention:
 
     def __init__(self, q: torch.Tensor, k: torch.Tensor, mask: AttentionMask, scale: float, keep_scores: bool) -> None:
         self.q, self.k, self.mask, self.scale, self.keep_scores = q, k, mask, scale, keep_scores
-        self._scores: torch.Tensor | None = None
+        self._scores: tuple[torch.Tensor, int] | None = None  # (scores, their version when computed)
 
     def scores(self) -> torch.Tensor:
-        """`[batch, head, query, key]`, fp32 for low-precision inputs."""
-        if self._scores is not None:
-            return self._scores
+        """`[batch, head, query, key]`, fp32 for low-precision inputs. Kept scores serve a later pattern only
+        while unedited (a user may zero the cached scores after reading them)."""
+        if self._scores is not None and self._scores[0]._version == self._scores[1]:
+            return self._scores[0]
         scores = attention_scores(self.q, self.k, self.mask, self.scale, strict=True)
         if self.keep_scores:
-            self._scores = scores
+            self._scores = (scores, scores._version)
         return scores
 
     def pattern(self, scores: torch.Tensor | None = None) -> torch.Tensor:

@@ -63,7 +63,9 @@ class Deferred:
                     f"{self.name} was deferred (computed on first read) and the activations it is computed from "
                     f"({self._inputs_are}) were edited in place since the forward; read it before editing, or edit "
                     f"a clone (`cache[...].clone()`)")
-            with torch.no_grad(), _threads(self._threads if self.device.type == "cpu" else None):
+            # autocast off: the forward that deferred this ran without it (HookPoint.defers), whatever the reader has
+            with torch.no_grad(), torch.autocast(self.device.type, enabled=False), \
+                    _threads(self._threads if self.device.type == "cpu" else None):
                 self._value = self._compute()
             self._compute, self._inputs = None, ()  # the inputs can go once the value exists
         return self._value
@@ -80,7 +82,7 @@ class Deferred:
 def _version(t: torch.Tensor) -> int:
     try:
         return t._version
-    except RuntimeError:  # an inference-mode tensor has no version counter (and can't be edited outside it)
+    except RuntimeError:  # an inference-mode tensor has no version counter (HookPoint.defers never defers there)
         return 0
 
 
@@ -124,11 +126,25 @@ class DeferredDict(dict):
         return [(k, self[k]) for k in self]
 
     def pop(self, key: Any, *default: Any) -> Any:
-        return resolve(dict.pop(self, key, *default))
+        if key not in self:
+            return dict.pop(self, key, *default)
+        value = self[key]  # computed first: if that fails, the entry stays
+        dict.pop(self, key)
+        return value
 
     def popitem(self) -> tuple[Any, Any]:
-        key, value = dict.popitem(self)
-        return key, resolve(value)
+        if not self:
+            raise KeyError("popitem(): dictionary is empty")
+        key = next(reversed(dict.keys(self)))
+        return key, self.pop(key)
+
+    def __copy__(self) -> "DeferredDict":
+        return DeferredDict(self.raw_items())  # entries not read yet stay deferred (and shared)
+
+    def __deepcopy__(self, memo: dict) -> "DeferredDict":
+        import copy
+
+        return DeferredDict({k: copy.deepcopy(v, memo) for k, v in self.items()})
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         if key not in self:

@@ -78,6 +78,10 @@ class HookPoint(nn.Module):
         read (`run_with_cache`'s store does); then the site need not compute it during the forward."""
         if self._forward_pre_hooks or self._backward_hooks:
             return False
+        if torch.is_inference_mode_enabled() or any(torch.is_autocast_enabled(d) for d in ("cpu", "cuda")):
+            # inference tensors have no version counter (edits before the read would go unseen), and autocast
+            # would have to be replayed at read time: compute now
+            return False
         return all(getattr(h, "on_deferred", None) is not None
                    for h in self._forward_hooks.values() if in_scope(getattr(h, "scope", None)))
 

@@ -533,7 +533,8 @@ class HookedTransformerView(_Circuits, nn.Module):
         """TransformerLens's `run_with_cache`: the model's own (`workbench.hooks`), with TL's arguments.
 
         Args:
-            return_cache_object: False returns the plain `{name: tensor}` dict.
+            return_cache_object: False returns the `{name: tensor}` dict (a `workbench.deferred.DeferredDict`:
+                a dict whose scores / patterns / normalised inputs are computed when first read).
             remove_batch_dim: drop the batch dimension (batch size 1) from the cached values, not the output.
             names_filter, pos_slice, device: which activations to keep, where (see the model's `run_with_cache`).
             incl_bwd: also cache gradients (`name + "_grad"`) of the loss (`lm_cross_entropy_loss`).

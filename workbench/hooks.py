@@ -330,8 +330,9 @@ class HookedModelMixin:
 
         Observing never changes the computation: the logits are bit-identical to a plain forward's, whatever
         is cached (see `workbench.hook_points`). Attention scores / patterns and LayerNorm-normalised inputs are
-        computed when first read (unless `incl_bwd`, `pos_slice` or `device` is given, or another hook watches
-        the site), from the forward's own queries, keys and LayerNorm inputs, so they are bit-identical to what
+        computed when first read (unless `incl_bwd`, `pos_slice` or `device` is given, another hook watches
+        the site, the run is under `torch.inference_mode` or autocast, or, for attention, a KV cache is used),
+        from the forward's own queries, keys and LayerNorm inputs, so they are bit-identical to what
         a hook receives, and a full cache costs about a plain forward until they are read; `cache.pending()`
         lists those not read yet (`workbench.deferred`). While the cache fills, large blocks come from the
         retained heap rather than from fresh mmaps (`workbench.memory.heap_allocations`). On Linux the process keeps freed memory (up to 2 GiB or an

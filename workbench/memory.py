@@ -115,9 +115,14 @@ def ensure_retained() -> None:
 def heap_allocations() -> Iterator[None]:
     """Inside: blocks of every size come from the retained heap, not from fresh mmaps (glibc, and only while
     `retain_freed_memory` holds a limit > 0; elsewhere nothing changes). Nested and concurrent blocks share one
-    setting, restored when the last one exits. Memory freed later goes back to the retained heap."""
+    setting: glibc's default (65536 mmapped blocks) is restored when the last one exits; with `MALLOC_MMAP_MAX_`
+    set in the environment nothing changes. Memory freed later goes back to the retained heap. A large block made
+    inside and kept (a cached run's logits) sits in the heap and pins what lies below it, so the freed memory
+    kept can then exceed the retention limit until that block is freed; `release_freed_memory()` hands back the
+    free pages wherever they are."""
     global _heap_users
-    libc = _libc() if _applied else None
+    # glibc has no getter for M_MMAP_MAX: a value the user set (MALLOC_MMAP_MAX_) is left alone, not overwritten
+    libc = _libc() if _applied and "MALLOC_MMAP_MAX_" not in os.environ else None
     if libc is None:
         yield
         return

@@ -119,7 +119,8 @@ class LayerNorm(nn.LayerNorm):
             meta = torch.empty(x.shape, dtype=x.dtype, device="meta")
             self.hook_normalized.observe_deferred(Deferred(
                 lambda: normalized_input(x, mean, rstd), meta, (x,), self.hook_normalized.name, x.device,
-                "the LayerNorm's input (cached as hook_resid_pre / hook_resid_mid / the last hook_resid_post)"))
+                "the LayerNorm's input: the residual stream (hook_resid_pre / hook_resid_mid / the last "
+                "hook_resid_post), or hidden states passed with start_at_layer"))
             return out
         normalized = normalized_input(x, mean, None if use_scale else rstd, scale)
         normalized, use_normalized = self.hook_normalized.observe(normalized)
