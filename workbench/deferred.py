@@ -99,11 +99,6 @@ def _threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def resolve(value: Any) -> Any:
-    """The tensor behind `value` (computed if deferred); anything else as it is."""
-    return value.value() if isinstance(value, Deferred) else value
-
-
 class DeferredDict(dict):
     """A dict of hook name -> tensor whose `Deferred` entries are computed (and replaced by their tensor) the first
     time they are read, by any route: `d[k]`, `get`, `values`, `items`, `pop`, iteration into `dict(d)`, pickling.
