@@ -200,7 +200,8 @@ PEAK_SCRIPT = textwrap.dedent("""
     with torch.device("meta"):  # torch's one-off lazy initialisation (~70 MB, any model size) is not loading
         torch.nn.Embedding(2, 2), torch.nn.Linear(2, 2)
     before = status("VmRSS")
-    model = workbench.GPTNeoXForCausalLM.from_pretrained(sys.argv[1], dtype=sys.argv[2] if sys.argv[2] != "auto" else None)
+    model = workbench.GPTNeoXForCausalLM.from_pretrained(sys.argv[1], dtype=sys.argv[2] if sys.argv[2] != "auto" else None,
+                                                         mmap={"default": None, "mmap": True, "read": False}[sys.argv[3]])
     n = sum(p.numel() for p in model.parameters())
     print(json.dumps({"before": before, "peak": status("VmHWM"), "params": n, "dtype": str(model.dtype)}))
 """)
@@ -222,14 +223,16 @@ def big_checkpoint(tmp_path_factory) -> Path:
     return directory
 
 
+@pytest.mark.parametrize("mmap", ["default", "mmap", "read"])
 @pytest.mark.parametrize("dtype", ["auto", "bfloat16"])
-def test_peak_rss_while_loading(big_checkpoint, dtype):
-    """Peak RSS growth while loading <= 1.3x the checkpoint file (a measured property, in a fresh process)."""
+def test_peak_rss_while_loading(big_checkpoint, dtype, mmap):
+    """Peak RSS growth while loading <= 1.3x the checkpoint file (a measured property, in a fresh process), whether
+    the weights are read into memory (huge pages where available) or memory-mapped."""
     size = (big_checkpoint / "model.safetensors").stat().st_size
     assert 100e6 < size < 200e6
     if not Path("/proc/self/status").is_file():
         pytest.skip("needs Linux's /proc/self/status (VmHWM) to measure a process's own peak memory")
-    result = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(big_checkpoint), dtype],
+    result = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(big_checkpoint), dtype, mmap],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     stats = json.loads(result.stdout.strip().splitlines()[-1])

@@ -391,15 +391,18 @@ def test_decode_step_only_when_nothing_observes(pair):
         ours.eval()
 
 
+@pytest.mark.parametrize("free_threads", [False, True], ids=["fixed_threads", "free_threads"])
 @pytest.mark.parametrize("onednn_everywhere", [False, True], ids=["size_rule", "onednn_everywhere"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_decode_step_logits_equal_the_full_forward(pair, attn, onednn_everywhere, monkeypatch):
+def test_decode_step_logits_equal_the_full_forward(pair, attn, onednn_everywhere, free_threads, monkeypatch):
     """Prefill a left-padded batch, decode 4 tokens with the step; each step's logits are the full forward's
-    at that position (to fp32 rounding: oneDNN sums in another order), with the same argmax."""
+    at that position (to fp32 rounding: oneDNN sums in another order), with the same argmax. With
+    `free_threads` (a load-following thread count) an sdpa model's step writes its attention out."""
     if onednn_everywhere:
         monkeypatch.setattr(fast_decode, "ONEDNN_MIN_ELEMENTS", 0)
     _, ours = _eager_pair(pair) if attn == "eager" else pair
-    step = DecodeStep.for_model(ours, 3)
+    step = DecodeStep.for_model(ours, 3, free_threads=free_threads)
+    assert step.eager == (free_threads or attn == "eager")
     ids, mask = left_padded_prompts()
     new = torch.randint(3, VOCAB, (3, 4), generator=torch.Generator().manual_seed(3))
     cache = KVCache.for_config(ours.config).reserve(13)
@@ -415,10 +418,16 @@ def test_decode_step_logits_equal_the_full_forward(pair, attn, onednn_everywhere
     assert cache.length == 13
 
 
+@pytest.mark.parametrize("free_threads", [False, True], ids=["fixed_threads", "free_threads"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_greedy_through_onednn_matches_transformers(pair, attn, monkeypatch):
-    """Every projection through oneDNN (the rule sends only large weights there): tokens still transformers'."""
+def test_greedy_through_onednn_matches_transformers(pair, attn, free_threads, monkeypatch):
+    """Every projection through oneDNN (the rule sends only large weights there): tokens still transformers'.
+    `free_threads`: the step of a load-following thread count (attention written out), as `generate` builds it
+    for wide models; here forced on for this narrow one."""
     monkeypatch.setattr(fast_decode, "ONEDNN_MIN_ELEMENTS", 0)
+    if free_threads:
+        built = DecodeStep.for_model.__func__
+        monkeypatch.setattr(DecodeStep, "for_model", classmethod(lambda cls, m, b, free_threads=False: built(cls, m, b, True)))
     hf, ours = _eager_pair(pair) if attn == "eager" else pair
     ids, mask = left_padded_prompts()
     expected = hf_greedy(hf, ids, mask, 32, eos_token_id=EOS)

@@ -17,7 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "workbench"
 LAYERS: list[list[str]] = [
     ["workbench.config", "workbench.kv_cache", "workbench.rotary", "workbench.tokenizer", "workbench.hub",
      "workbench.figures", "workbench.inputs", "workbench.hook_points", "workbench.data", "workbench.atomic",
-     "workbench.threads", "workbench.memory", "workbench.fingerprint", "workbench.deferred"],
+     "workbench.threads", "workbench.memory", "workbench.fingerprint", "workbench.deferred",
+     "workbench.huge_pages"],
     ["workbench.attention"],
     ["workbench.hooks", "workbench.activation_cache"],
     ["workbench.model", "workbench.checkpoint", "workbench.generation", "workbench.big_model", "workbench.loading",

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import workbench
-from workbench import threads
+from workbench import fast_decode, generation, threads
 from workbench.cli import main
 
 from .helpers import tiny_model
@@ -203,6 +203,75 @@ def test_generate_decodes_small_work_on_one_thread(two_threads):
     hooks = [("blocks.0.hook_resid_pre", lambda x, hook: seen.append(torch.get_num_threads()))]
     model.generate("And God said", max_new_tokens=3, min_new_tokens=3, fwd_hooks=hooks)
     assert seen == [1, 1, 1] and torch.get_num_threads() == 2
+
+
+def _decode_step_threads(monkeypatch) -> list[int]:
+    """torch's thread count at each fast decode step (`DecodeStep.__call__`), recorded from now on."""
+    seen: list[int] = []
+    call = fast_decode.DecodeStep.__call__
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(fast_decode.DecodeStep, "__call__", spy)
+    return seen
+
+
+def _wide_model():
+    """768 wide: a batch-1 decode step (2 x 768^2 = 1.2e6 FLOPs) is past SMALL_OP_FLOPS, like Pythia-160m's."""
+    return tiny_model(hidden_size=768, num_attention_heads=12, intermediate_size=64)
+
+
+def test_wide_decode_steps_follow_the_load_with_the_same_tokens(two_threads, monkeypatch):
+    """Decode steps give the same bits on any thread count (probed), so even a wide model's follow the load:
+    two threads on a quiet machine, one beside a busy process, and the same tokens either way."""
+    monkeypatch.setattr(fast_decode, "_same_bits", {})  # a fresh process's: nothing probed yet
+    model, seen = _wide_model(), _decode_step_threads(monkeypatch)
+    ids = torch.randint(2, 100, (1, 5), generator=torch.Generator().manual_seed(0))
+    model.generate(ids, max_new_tokens=2, eos_token_id=[])
+    assert seen[:2] == [1, 2]  # the probe's steps (once per process for this shape), then the decode's
+    seen.clear()
+    quiet = model.generate(ids, max_new_tokens=4, eos_token_id=[])
+    assert seen == [2, 2, 2]  # the first new token comes from the prefill
+    monkeypatch.setattr(threads, "free_cores", lambda: 1)
+    seen.clear()
+    busy = model.generate(ids, max_new_tokens=4, eos_token_id=[])
+    assert seen == [1, 1, 1] and torch.equal(quiet, busy)
+    assert torch.get_num_threads() == 2
+
+
+def test_decode_threads_stay_fixed_where_the_probe_finds_other_bits(two_threads, monkeypatch):
+    monkeypatch.setattr(generation, "same_bits_on_threads", lambda step, batch, n: False)
+    monkeypatch.setattr(threads, "free_cores", lambda: 1)
+    model, seen = _wide_model(), _decode_step_threads(monkeypatch)
+    model.generate(torch.randint(2, 100, (1, 5)), max_new_tokens=3, eos_token_id=[])
+    assert seen == [2, 2]  # torch's setting, whatever the load
+
+
+def test_pinned_threads_decode_without_a_probe(two_threads, monkeypatch):
+    monkeypatch.setattr(generation, "same_bits_on_threads", lambda step, batch, n: pytest.fail("probed"))
+    threads.set_threads(2)
+    monkeypatch.setattr(threads, "free_cores", lambda: 1)
+    model, seen = _wide_model(), _decode_step_threads(monkeypatch)
+    model.generate(torch.randint(2, 100, (1, 5)), max_new_tokens=3, eos_token_id=[])
+    assert seen == [2, 2]
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_decode_step_bits_do_not_depend_on_the_thread_count(batch, monkeypatch):
+    """What lets decode steps follow the load: a wide model's step (oneDNN products, attention written out) gives
+    the same logits on 1 and 2 threads; and the probe does see a step whose bits depend on the count."""
+    monkeypatch.setattr(fast_decode, "_same_bits", {})
+    step = fast_decode.DecodeStep.for_model(_wide_model(), batch, free_threads=True)
+    assert step.eager  # the sdpa model's attention is written out
+    assert fast_decode.same_bits_on_threads(step, batch, 2)
+    assert not fast_decode.same_bits_on_threads(step, fast_decode.INVARIANT_MAX_BATCH + 1, 2)  # not probed
+    monkeypatch.setattr(fast_decode, "_same_bits", {})
+    norm = step.final_ln
+    monkeypatch.setattr(step, "final_ln", lambda x: norm(x) + 1e-3 * (torch.get_num_threads() - 1))
+    assert not fast_decode.same_bits_on_threads(step, batch, 2)
+    assert torch.get_num_threads() == 1  # the probe restores the count
 
 
 def test_set_threads_is_exported():

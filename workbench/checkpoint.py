@@ -4,6 +4,11 @@ Loading builds the model on the meta device and assigns each tensor, already in 
 target device, so no second full copy of the weights is ever made. Without a dtype asked for, every floating-point
 tensor is cast to one dtype chosen as transformers' `dtype="auto"` does (see `default_dtype`). The files an index
 names must lie inside the checkpoint directory; pytorch_model.bin is read with `weights_only=True`.
+
+Safetensors weights bound for the CPU are read with plain reads into memory of transparent huge pages where the
+kernel offers them (`workbench.huge_pages`: a decode step streams every weight, and 2 MB pages made batch-1
+generation faster than the file's memory map, see the README); with `mmap=True`, or where huge pages aren't
+available, the file is memory-mapped instead (instant, pages read on first use and shared between processes).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Iterator
 
 import torch
 
+from . import huge_pages
 from .atomic import atomic_directory
 from .config import GPTNeoXConfig
 from .hub import resolve_model_dir, tokenizer_dir
@@ -151,14 +157,16 @@ def _first_float_dtype(path: Path) -> torch.dtype | None:
     return next((dtype for dtype in dtypes if dtype is not None and dtype.is_floating_point), None)
 
 
-def iter_tensors(files: list[Path], device: torch.device, dtype: torch.dtype | None) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (name, tensor) one at a time, each on `device`, floating-point ones converted to `dtype`."""
+def iter_tensors(files: list[Path], device: torch.device, dtype: torch.dtype | None,
+                 mmap: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (name, tensor) one at a time, each on `device`, floating-point ones converted to `dtype`; with
+    `mmap=False`, CPU tensors of safetensors files are read into huge-page memory (`huge_pages.empty`)."""
     for path in files:
         if path.suffix != ".safetensors":
             state = _load_bin(path)
             for name in list(state):
                 yield name, _convert(state.pop(name), dtype).to(device)
-        elif _needs_conversion(path, dtype):
+        elif _needs_conversion(path, dtype) or (device.type == "cpu" and not mmap):
             # Converting: read tensor by tensor. Through a memory map every converted tensor's source pages
             # would stay resident, holding the whole file beside the converted model (2x for fp32 -> bf16).
             yield from _read_safetensors(path, device, dtype)
@@ -222,9 +230,9 @@ def _needs_conversion(path: Path, dtype: torch.dtype | None) -> bool:
     return dtype is not None and any(d is None or (d.is_floating_point and d != dtype) for d in stored)
 
 
-def _read_safetensors(path: Path, device: torch.device, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (name, tensor in `dtype` on `device`) from a safetensors file with plain reads; only one
-    tensor in the file's dtype is in memory at a time."""
+def _read_safetensors(path: Path, device: torch.device, dtype: torch.dtype | None) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (name, tensor in `dtype` (None: the file's) on `device`) from a safetensors file with plain reads;
+    only one tensor in the file's dtype is in memory at a time. CPU tensors land in `huge_pages.empty` memory."""
     header, data_start = _safetensors_header(path)
     unknown = {info["dtype"] for info in header.values()} - set(_SAFETENSORS_DTYPES)
     if unknown:
@@ -233,12 +241,17 @@ def _read_safetensors(path: Path, device: torch.device, dtype: torch.dtype) -> I
     with open(path, "rb") as f:
         for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
             begin, stop = info["data_offsets"]
-            raw = torch.empty(stop - begin, dtype=torch.uint8)
+            stored, shape = _SAFETENSORS_DTYPES[info["dtype"]], info["shape"]
+            target = dtype if dtype is not None and stored.is_floating_point else stored
+            direct = device.type == "cpu" and target == stored  # read straight into the final tensor
+            tensor = huge_pages.empty(shape, stored) if direct else torch.empty(shape, dtype=stored)
             f.seek(data_start + begin)
-            f.readinto(memoryview(raw.numpy()))
-            tensor = _convert(raw.view(_SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"]), dtype).to(device)
-            del raw  # free the file-dtype copy before the next tensor is read
-            yield name, tensor
+            if stop > begin and f.readinto(memoryview(tensor.view(-1).view(torch.uint8).numpy())) != stop - begin:
+                raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {name} is cut short")
+            if not direct:
+                out = huge_pages.empty(shape, target) if device.type == "cpu" else None
+                tensor = out.copy_(tensor) if out is not None else tensor.to(device=device, dtype=target)
+            yield name, tensor  # the file-dtype copy of a converted tensor is freed before the next one is read
 
 
 def _convert(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
@@ -261,9 +274,14 @@ def _model_key(name: str, model: torch.nn.Module) -> str | None:
     return name
 
 
-def load_pretrained(cls, name_or_path, revision=None, dtype=None, device=None, attn_implementation=None, config=None):
+def load_pretrained(cls, name_or_path, revision=None, dtype=None, device=None, attn_implementation=None, config=None,
+                    mmap=None):
     """Build `cls` from a checkpoint; see `GPTNeoXPreTrainedModel.from_pretrained`."""
     device, target_dtype = parse_device(device), parse_dtype(dtype)  # refused before any work
+    if mmap is not None and not isinstance(mmap, bool):
+        raise ValueError(f"mmap must be True, False or None (read into huge pages where available), got {mmap!r}")
+    if mmap is None:
+        mmap = not huge_pages.available()
     directory = resolve_model_dir(name_or_path, revision=revision)
     config = config or GPTNeoXConfig.from_json_file(directory)
     if attn_implementation is not None:
@@ -279,7 +297,7 @@ def load_pretrained(cls, name_or_path, revision=None, dtype=None, device=None, a
 
     with torch.device("meta"), _skip_weight_init():
         model = cls(config)
-    loaded, fresh = _fit(model, iter_tensors(files, device, target_dtype), directory)
+    loaded, fresh = _fit(model, iter_tensors(files, device, target_dtype, mmap), directory)
     model.load_state_dict(loaded, strict=False, assign=True)
     if fresh:  # e.g. a classification head on top of a language-model checkpoint
         warnings.warn(f"{cls.__name__}: newly initialised (not in the checkpoint): {', '.join(fresh)}", stacklevel=3)

@@ -15,6 +15,15 @@ runs the full hooked forward, token for token the same. The step follows gpt-fas
   weights and one-row products on several threads stay on `F.linear` (`ONEDNN_MIN_ELEMENTS`,
   `ONEDNN_MIN_BATCH_THREADED`).
 
+Threads: the products of a decode step split no sum between threads (each thread computes whole outputs of a
+matrix-vector product), so with attention written out (`torch.matmul` and softmax, as the eager backend; torch's
+CPU sdpa kernel gave other bits on two threads than on one, ~1e-7) its logits are the same bits on any thread
+count. `same_bits_on_threads` checks this once per shape, batch and count by running a step both ways, and where
+it holds, `generate` lets the step's thread count follow the machine's load (`workbench.threads`) for a model of
+any width. On a quiet
+2-core machine two threads with oneDNN's products then halved a Pythia-160m batch-1 step's products' time; beside
+a busy process the count drops to one (oneDNN on two contended threads was 4-10x slower than MKL).
+
 `torch.compile` of the step was measured here and is not used: on the demo model the compiled step took
 0.5-0.7 ms against 1.3-1.5 ms eager, but compiling took 15 s (91 s with a cold inductor cache), far longer
 than a whole generation; on the Pythia-160m shape inductor failed to lower the oneDNN linear (InductorError),
@@ -41,8 +50,12 @@ Linear = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tenso
 # only weights of more than 512 K elements (2 MB in fp32; Pythia-160m's 768 x 768 and up) go through it.
 ONEDNN_MIN_ELEMENTS = 2**19
 # On 2 threads (2 shared, busy cores) a step's one-row products took 4-10x longer through oneDNN than through
-# MKL, while at batch 8 oneDNN was still 1.4-2x faster: with more than one thread, oneDNN only from this batch on.
+# MKL, while at batch 8 oneDNN was still 1.4-2x faster: with more than one thread on cores that may be busy (a
+# pinned count), oneDNN only from this batch on. A count that follows the load has its cores free.
 ONEDNN_MIN_BATCH_THREADED = 4
+# Decode steps of at most this many rows are probed for thread invariance (`same_bits_on_threads`); larger
+# batches keep a thread count fixed by the work.
+INVARIANT_MAX_BATCH = 16
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -104,12 +117,14 @@ class DecodeStep:
     Args:
         model: a `GPTNeoXForCausalLM` that nothing observes (see `for_model`).
         onednn: use oneDNN's linear for large weights (`onednn_works`).
+        explicit_attention: attention as `torch.matmul` and softmax (the eager backend's operations) even for an
+            sdpa model: the same bits on any CPU thread count.
     """
 
-    def __init__(self, model, onednn: bool) -> None:
+    def __init__(self, model, onednn: bool, explicit_attention: bool = False) -> None:
         base, config = model.gpt_neox, model.config
         self.config, self.embed = config, base.embed_in
-        self.eager = config.attn_implementation == "eager"
+        self.eager = explicit_attention or config.attn_implementation == "eager"
         self.heads, self.head_size = config.num_attention_heads, config.head_size
         self.scale = base.layers[0].attention.scale
         self.layers = [(i, layer.use_parallel_residual, _LN(layer.input_layernorm),
@@ -119,12 +134,13 @@ class DecodeStep:
         self.final_ln, self.unembed = _LN(base.final_layer_norm), _Proj(model.embed_out, onednn)
 
     @classmethod
-    def for_model(cls, model, batch: int) -> "DecodeStep | None":
+    def for_model(cls, model, batch: int, free_threads: bool = False) -> "DecodeStep | None":
         """A step for `model` decoding `batch` rows, or None when the full hooked forward must run: a hook
         attached to any hook point (so hooks see every step), training mode (dropout), weights spread over
         devices or offloaded (accelerate's hooks move them), or the flash_attention_2 backend (CUDA kernels of
-        its own). oneDNN's products are used where `onednn_works`, for one thread or `ONEDNN_MIN_BATCH_THREADED`
-        rows and more."""
+        its own). oneDNN's products are used where `onednn_works`, for one thread, `ONEDNN_MIN_BATCH_THREADED`
+        rows and more, or threads on free cores (`free_threads`: for a count that follows the load, which also
+        writes attention out on the CPU, see the module's docstring)."""
         if model.training or model.config.attn_implementation == "flash_attention_2":
             return None
         # One pass over the modules: hook points with hooks (HookPoint.is_active), any other module's hooks.
@@ -135,8 +151,17 @@ class DecodeStep:
         devices, dtypes = {p.device for p in params}, {p.dtype for p in params}
         if len(devices) != 1 or next(iter(devices)).type == "meta" or len(dtypes) != 1:
             return None
-        threads_ok = torch.get_num_threads() == 1 or batch >= ONEDNN_MIN_BATCH_THREADED
-        return cls(model, threads_ok and onednn_works(params[0].device, params[0].dtype))
+        threads_ok = free_threads or torch.get_num_threads() == 1 or batch >= ONEDNN_MIN_BATCH_THREADED
+        device = params[0].device
+        return cls(model, threads_ok and onednn_works(device, params[0].dtype), free_threads and device.type == "cpu")
+
+    def signature(self) -> tuple:
+        """What a step's kernels depend on: the shapes, dtype and device of every weight, the products chosen and
+        the attention backend (not the weights' values)."""
+        projections = [p for plan in self.layers for p in (plan[3], plan[4], plan[6], plan[8])] + [self.unembed]
+        w = self.unembed.weight
+        kinds = sorted({(tuple(p.weight.shape), p.bias is not None, p.linear is _onednn_linear) for p in projections})
+        return (self.eager, self.config.num_hidden_layers, self.heads, self.head_size, w.dtype, w.device.type, *kinds)
 
     @torch.no_grad()
     def __call__(self, token: torch.Tensor, positions: torch.Tensor, cache: KVCache,
@@ -178,3 +203,36 @@ class DecodeStep:
             return h4_to_h(act(h_to_4h(ln2(x)))) + attn_out + x
         mid = attn_out + x
         return h4_to_h(act(h_to_4h(ln2(mid)))) + mid
+
+
+_same_bits: dict[tuple, bool] = {}  # (step signature, batch, threads) -> probe result, per process
+
+
+def same_bits_on_threads(step: DecodeStep, batch: int, threads: int) -> bool:
+    """Whether `step` gives bitwise the same logits for `batch` rows on `threads` threads as on one: a probe step
+    with random inputs over 8 random cached keys both ways, run once per (`signature`, batch, threads). False for
+    more than `INVARIANT_MAX_BATCH` rows (not probed)."""
+    if threads <= 1:
+        return True
+    if batch > INVARIANT_MAX_BATCH:
+        return False
+    key = (step.signature(), batch, threads)
+    if key not in _same_bits:
+        weight = step.unembed.weight
+        gen = torch.Generator().manual_seed(0)
+        layers, h, dh = step.config.num_hidden_layers, step.heads, step.head_size
+        past = [torch.randn(2, batch, h, 8, dh, generator=gen).to(weight) for _ in range(layers)]
+        token = torch.randint(0, step.embed.num_embeddings, (batch,), generator=gen).to(weight.device)
+        positions = torch.full((batch,), 8, device=weight.device)
+        before, logits = torch.get_num_threads(), []
+        try:
+            for n in (1, threads):
+                torch.set_num_threads(n)
+                cache = KVCache.for_config(step.config).reserve(9)
+                for i, kv in enumerate(past):
+                    cache.update(i, kv[0], kv[1])
+                logits.append(step(token, positions, cache, None))
+        finally:
+            torch.set_num_threads(before)
+        _same_bits[key] = torch.equal(logits[0], logits[1])
+    return _same_bits[key]

@@ -28,10 +28,10 @@ from typing import Any, Callable, Sequence, TextIO
 import torch
 from tqdm.auto import tqdm
 
-from .fast_decode import DecodeStep
+from .fast_decode import DecodeStep, same_bits_on_threads
 from .inputs import as_token_batch, encode_texts, is_text
 from .kv_cache import KVCache
-from .threads import forward_threads
+from .threads import forward_threads, is_small_work, pinned_threads
 
 
 def generate(
@@ -157,12 +157,13 @@ def _decode_loop(model, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int, 
 
     # Threads (workbench.threads) are set once for the prefill and once for all decode steps: switching them at
     # every step cost a third of the tokens/s here. DecodeStep's products depend on the count, so it is built
-    # under it.
+    # under it, unless the count may follow the load (then its products are those for free cores).
     with forward_threads(model.config.hidden_size, ids.numel(), ids.device):
         logits = logits_after(ids, prompt_len)
     cur = prompt_len
-    with forward_threads(model.config.hidden_size, batch, ids.device):
-        fast = DecodeStep.for_model(model, batch)
+    free_step = _load_following_step(model, batch, ids.device)
+    with forward_threads(model.config.hidden_size, batch, ids.device, same_bits_any_count=free_step is not None):
+        fast = free_step or DecodeStep.for_model(model, batch)
         for step in tqdm(range(new_tokens), desc="generate", disable=not progress):
             if step > 0:
                 logits = logits_after(token[:, None], cur)
@@ -182,6 +183,17 @@ def _decode_loop(model, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int, 
     if streamer is not None:
         streamer.end()
     return out[:, :cur]
+
+
+def _load_following_step(model, batch: int, device: torch.device) -> DecodeStep | None:
+    """A decode step whose thread count may follow the machine's load (`workbench.threads`), or None: the
+    count isn't the policy's to choose (pinned, one thread, small work, not a CPU), no fast step applies, or the
+    step's logits differ between one thread and torch's setting (`same_bits_on_threads`)."""
+    threads, hidden = torch.get_num_threads(), model.config.hidden_size
+    if device.type != "cpu" or pinned_threads() is not None or threads == 1 or is_small_work(hidden, batch):
+        return None
+    step = DecodeStep.for_model(model, batch, free_threads=True)
+    return step if step is not None and same_bits_on_threads(step, batch, threads) else None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ def load(
     device: torch.device | str | None = None,
     attn_implementation: str | None = None,
     device_map: str | dict | None = None,
+    mmap: bool | None = None,
     **dispatch_kwargs,
 ) -> GPTNeoXForCausalLM:
     """Load a causal LM with its tokenizer attached (`model.tokenizer`), in eval mode.
@@ -29,11 +30,16 @@ def load(
         attn_implementation: "sdpa" (default), "eager" or "flash_attention_2".
         device_map: "auto" or an accelerate device map, to spread a model too big for one device over
             GPUs, CPU and disk (`offload_folder=...`, `max_memory=...` go to accelerate).
+        mmap: without `device_map`: memory-map the weight files (True) or read CPU weights into huge pages (False);
+            see `GPTNeoXForCausalLM.from_pretrained`.
     """
     if device_map is None:
         return GPTNeoXForCausalLM.from_pretrained(
-            name_or_path, revision=revision, dtype=dtype, device=device, attn_implementation=attn_implementation
+            name_or_path, revision=revision, dtype=dtype, device=device, attn_implementation=attn_implementation,
+            mmap=mmap,
         )
+    if mmap is not None:
+        raise ValueError("mmap= applies to loading without device_map; with device_map, accelerate places the weights")
     # Big models: build on the meta device and stream each tensor to its GPU, CPU or disk slot (accelerate),
     # so no full copy ever sits in CPU memory.
     from .big_model import load_dispatched

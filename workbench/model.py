@@ -378,6 +378,7 @@ class GPTNeoXPreTrainedModel(HookedModelMixin, nn.Module):
         device: torch.device | str | None = None,
         attn_implementation: str | None = None,
         config: GPTNeoXConfig | None = None,
+        mmap: bool | None = None,
     ):
         """Load a checkpoint: a directory, `"demo"`, or a hub id (`"EleutherAI/pythia-160m"`, `revision="step3000"`).
 
@@ -385,10 +386,14 @@ class GPTNeoXPreTrainedModel(HookedModelMixin, nn.Module):
             dtype: target dtype (torch.dtype, "float32"/"bf16"/..., or "auto"/None for the checkpoint's own).
             device: target device; weights go there directly, without a second full copy.
             attn_implementation: "eager", "sdpa" (default) or "flash_attention_2".
+            mmap: for CPU weights in safetensors files: True memory-maps the file (instant; pages are read on first
+                use and shared with other processes), False reads the weights into memory, in transparent huge
+                pages where the kernel offers them (faster decoding: `workbench.huge_pages`). None (default):
+                False where huge pages are available, else True.
         """
         from .checkpoint import load_pretrained
 
-        return load_pretrained(cls, name_or_path, revision, dtype, device, attn_implementation, config)
+        return load_pretrained(cls, name_or_path, revision, dtype, device, attn_implementation, config, mmap)
 
     def save_pretrained(self, directory: str | os.PathLike, max_shard_size: int | str = "5GB") -> None:
         """Write config.json and safetensors weights (sharded above `max_shard_size`), plus the tokenizer if any."""

@@ -20,6 +20,10 @@ batches, Pythia-160m's by ~3e-6), and a result that depended on the machine's lo
 "a cached run is bit-identical to a plain one" and bitwise resumable evals; their thread count is a fixed function
 of the work and torch's setting. Cgroup CPU quotas are not read; pin the threads in a quota-limited container.
 
+Decode steps (one new token per row) are the exception: their products and written-out attention split no sum
+between threads, so `generate` lets their count follow the load for a model of any width wherever a one-off probe
+finds the same bits on one thread as on torch's setting (`workbench.fast_decode.same_bits_on_threads`).
+
 `set_threads(n)` (or `WORKBENCH_THREADS=n`, or the CLI's `--threads n`) pins every forward to `n` threads
 instead; `set_threads("auto")` restores the policy.
 """
@@ -99,18 +103,26 @@ def pinned_threads() -> int | None:
     return int(env)
 
 
-def threads_for(hidden_size: int, n_tokens: int) -> int:
+def threads_for(hidden_size: int, n_tokens: int, same_bits_any_count: bool = False) -> int:
     """Threads for a CPU forward of `n_tokens` tokens through a model of width `hidden_size`: the pinned count,
     else one for small work, and for large work torch's current setting (by default all physical cores), capped
-    at the cores other processes leave free (`free_cores`) for a model at most `LOAD_AWARE_MAX_HIDDEN` wide."""
+    at the cores other processes leave free (`free_cores`) for a model at most `LOAD_AWARE_MAX_HIDDEN` wide, or
+    for any work whose caller knows it gives the same bits on any thread count (`same_bits_any_count`: decode
+    steps, see `workbench.fast_decode.same_bits_on_threads`)."""
     pinned = pinned_threads()
     if pinned is not None:
         return pinned
-    if 2.0 * n_tokens * hidden_size**2 < SMALL_OP_FLOPS:
+    if is_small_work(hidden_size, n_tokens):
         return 1
     setting = torch.get_num_threads()
-    free = free_cores() if hidden_size <= LOAD_AWARE_MAX_HIDDEN else None
+    free = free_cores() if same_bits_any_count or hidden_size <= LOAD_AWARE_MAX_HIDDEN else None
     return setting if free is None else max(1, min(setting, free))
+
+
+def is_small_work(hidden_size: int, n_tokens: int) -> bool:
+    """Whether a forward's hidden x hidden product (2 x tokens x hidden^2 FLOPs) is below `SMALL_OP_FLOPS`: the
+    policy runs it on one thread."""
+    return 2.0 * n_tokens * hidden_size**2 < SMALL_OP_FLOPS
 
 
 class LoadMeter:
@@ -209,9 +221,10 @@ def free_cores() -> int | None:
 
 
 @contextlib.contextmanager
-def forward_threads(hidden_size: int, n_tokens: int, device: torch.device) -> Iterator[None]:
+def forward_threads(hidden_size: int, n_tokens: int, device: torch.device,
+                    same_bits_any_count: bool = False) -> Iterator[None]:
     """Run the enclosed CPU work (a forward of `n_tokens` tokens through a model of width `hidden_size`) on
-    `threads_for(hidden_size, n_tokens)` threads, then restore the count.
+    `threads_for(hidden_size, n_tokens, same_bits_any_count)` threads, then restore the count.
 
     Work nested inside (the model's forward inside `generate`) keeps the outer choice. On other devices nothing
     changes.
@@ -219,7 +232,7 @@ def forward_threads(hidden_size: int, n_tokens: int, device: torch.device) -> It
     if device.type != "cpu" or getattr(_state, "active", False):
         yield
         return
-    want, before = threads_for(hidden_size, n_tokens), torch.get_num_threads()
+    want, before = threads_for(hidden_size, n_tokens, same_bits_any_count), torch.get_num_threads()
     _state.active = True
     if want != before:
         torch.set_num_threads(want)
