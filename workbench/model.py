@@ -27,7 +27,7 @@ from .attention import (
 )
 from .config import GPTNeoXConfig
 from .deferred import Deferred
-from .hook_points import SPLIT_INPUT_HOOKS, add_hook_points, name_hook_points
+from .hook_points import SPLIT_INPUT_HOOKS, HookPoint, add_hook_points, name_hook_points
 from .hooks import HookedModelMixin
 from .kv_cache import KVCache
 from .rotary import apply_rotary, rotary_tables
@@ -163,10 +163,13 @@ class GPTNeoXAttention(nn.Module):
         """Args: x `[b, p, d]` (normed; or per-head (q, k, v) inputs `[b, p, h, d]`), rotary `(cos, sin)`
         `[b, 1, p, rotary_ndims]`, head_mask `[h]`.
 
-        Returns: attention output `[b, p, d]` and the probabilities `[b, h, q, k]` if they were computed.
+        Only the last `mask.query_len` positions query (all of them, except for `GPTNeoXModel.forward`'s
+        `keep_last`); keys and values are those of every position.
+
+        Returns: attention output `[b, q, d]` and the probabilities `[b, h, q, k]` if they were computed.
         """
         q, k, v = self._project(x)  # each [b, p, h, dh]
-        b, p, d = q.shape[0], q.shape[1], self.dense.in_features
+        b, d = q.shape[0], self.dense.in_features
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)
         # Rotate in [b, h, p, dh]: the rotated q and k come out contiguous in the layout the matmuls want.
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -174,6 +177,8 @@ class GPTNeoXAttention(nn.Module):
         k = self.hook_rot_k(apply_rotary(k, *rotary).transpose(1, 2)).transpose(1, 2)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
+        q = q[:, :, q.shape[2] - mask.query_len :]  # [b, h, q, dh]: the querying positions
+        p = q.shape[2]
         dropout = self.config.attention_dropout if self.training else 0.0
 
         probs = None
@@ -259,10 +264,12 @@ class GPTNeoXLayer(nn.Module):
         add_hook_points(self, "layer", skip=("hook_resid_mid",) if config.use_parallel_residual else ())
 
     def forward(self, x: torch.Tensor, rotary, mask, cache=None, head_mask=None, output_attentions=False):
-        """x `[b, p, d]` -> (`[b, p, d]`, attention probabilities or None)."""
+        """x `[b, p, d]` -> (`[b, q, d]`, attention probabilities or None): the block's output at the last
+        `mask.query_len` positions (all p, except under `GPTNeoXModel.forward`'s `keep_last`)."""
         x = self.hook_resid_pre(x)
         attn_out, probs = self.attention(self._attention_input(x), rotary, mask, cache, head_mask, output_attentions)
         attn_out = self.hook_attn_out(self.post_attention_dropout(attn_out))
+        x = x[:, x.shape[1] - mask.query_len :]  # the residual of the querying positions
         if self.use_parallel_residual:
             mlp_out = self.hook_mlp_out(self.post_mlp_dropout(self.mlp(self._mlp_input(x))))
             out = mlp_out + attn_out + x
@@ -428,6 +435,7 @@ class GPTNeoXModel(GPTNeoXPreTrainedModel):
         return_dict: bool = True,
         start_at_layer: int | None = None,
         stop_at_layer: int | None = None,
+        keep_last: int | None = None,
     ) -> BaseModelOutputWithPast | tuple:
         """Args:
             input_ids: `[b, p]` token ids (or `inputs_embeds` `[b, p, d]`, not both).
@@ -440,9 +448,20 @@ class GPTNeoXModel(GPTNeoXPreTrainedModel):
                 (no embedding); python-slice semantics over the layers, as TransformerLens.
             stop_at_layer: stop before this layer: `last_hidden_state` is then the residual stream entering it
                 (no final LayerNorm), e.g. to harvest activations of early layers cheaply.
+            keep_last: `last_hidden_state` of the last `keep_last` positions only (0 to p), as transformers'
+                `logits_to_keep` for the head; the last block then computes its attention queries, MLP and
+                final LayerNorm at those positions alone (the keys and values, and the KV cache, still cover
+                every position), which a scorer that reads a few positions saves. The values equal the full
+                forward's to float rounding (a product of fewer rows may sum in another order). Where a hook on
+                the last block or the final LayerNorm, `output_hidden_states` or `output_attentions` asks for
+                every position, the full forward runs and is sliced.
         """
         layers = _layer_range(start_at_layer, stop_at_layer, len(self.layers))
         partial = start_at_layer is not None or stop_at_layer is not None
+        if keep_last is not None and (partial or isinstance(keep_last, bool) or not isinstance(keep_last, int)
+                                      or keep_last < 0):
+            raise ValueError(f"keep_last must be None or an int >= 0 (positions), without start_at_layer / "
+                             f"stop_at_layer; got {keep_last!r}")
         if partial and (past_key_values is not None or use_cache):
             raise ValueError("start_at_layer / stop_at_layer run part of the model: they take no KV cache "
                              "(pass use_cache=False and no past_key_values)")
@@ -460,17 +479,23 @@ class GPTNeoXModel(GPTNeoXPreTrainedModel):
         head_masks = _per_layer_head_mask(head_mask, self.config)
 
         mask = AttentionMask.build(attention_mask, p, past + p, inputs_embeds.device)
+        keep = None if keep_last is None else min(keep_last, p)
+        pruned = keep is not None and keep < p and not (output_hidden_states or output_attentions or self._last_observed())
+        last_mask = AttentionMask.build(attention_mask, keep, past + p, inputs_embeds.device) if pruned else mask
         rotary = rotary_tables(self.config, position_ids)
         x = self.emb_dropout(self.hook_embed(inputs_embeds)) if starts_at_embedding else inputs_embeds  # [b, p, d]
         hidden_states, attentions = [], []
         for i in layers:
             if output_hidden_states:
                 hidden_states.append(x)
-            x, probs = self.layers[i](x, rotary, mask, cache, head_masks[i], output_attentions)
+            layer_mask = last_mask if i == len(self.layers) - 1 else mask  # [b, keep, d] out of the last block
+            x, probs = self.layers[i](x, rotary, layer_mask, cache, head_masks[i], output_attentions)
             if output_attentions:
                 attentions.append(probs)
         if stop_at_layer is None:
             x = self.final_layer_norm(x)
+        if keep is not None and not pruned:
+            x = x[:, p - keep :]
         if output_hidden_states:
             hidden_states.append(x)
         out = BaseModelOutputWithPast(
@@ -480,6 +505,11 @@ class GPTNeoXModel(GPTNeoXPreTrainedModel):
             attentions=tuple(attentions) if output_attentions else None,
         )
         return out if return_dict else out.to_tuple()
+
+    def _last_observed(self) -> bool:
+        """Whether a hook point of the last block or the final LayerNorm has a hook (it must see every position)."""
+        return any(isinstance(m, HookPoint) and m.is_active()
+                   for part in (self.layers[-1], self.final_layer_norm) for m in part.modules())
 
     def _prepare_cache(self, past, use_cache, input_ids, inputs_embeds) -> KVCache | None:
         _check_inputs(input_ids, inputs_embeds, self.config)

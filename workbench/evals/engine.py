@@ -25,6 +25,7 @@ Generation is `workbench.generation.generate` (greedy, stop strings, EOS). Resum
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import warnings
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -147,6 +148,8 @@ class RequestEngine(TokenRequests):
         self.token_budget = 32768 if self.device.type == "cuda" else CPU_TOKEN_BUDGET
         self.stats = {"computed": 0, "cached": 0, "truncated": 0, "forwards": 0, "batches": 0, "tokens": 0}
         self._body, self._head = _split(model)
+        # a workbench body computes its last block only where scored (`keep_last`); transformers' can't
+        self._keeps = self._body is not None and "keep_last" in inspect.signature(self._body.forward).parameters
 
     def sharded(self, rank: int, world_size: int) -> RequestEngine:
         """This engine with `shard=(rank, world_size)`: the same model, tokenizer, settings and `stats` counters."""
@@ -162,22 +165,24 @@ class RequestEngine(TokenRequests):
     def encode_pairs(self, requests: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
         """(context ids, continuation ids) per request, as lm-eval's `TemplateLM.loglikelihood` / `_encode_pair`
         make them: trailing context whitespace moves to the continuation, the continuation's ids are those of
-        `context + continuation` after the context's. Every distinct string is tokenised once, in one batch."""
+        `context + continuation` after the context's. Every distinct string is tokenised once, in one batch; a
+        continuation the tokeniser `splits` from its context is tokenised on its own (the same ids)."""
         split = []  # (context, continuation, had a context)
         for context, continuation in requests:
             n = len(context) - len(context.rstrip())
             split.append((context[:-n], context[-n:] + continuation, True) if n else (context, continuation, context != ""))
-        texts = list({t: None for ctx, cont, _ in split for t in (ctx, ctx + cont)})
+        alone = [has_context and self.tok.splits(ctx, cont) for ctx, cont, has_context in split]
+        texts = list({t: None for (ctx, cont, _), a in zip(split, alone) for t in ((ctx, cont) if a else (ctx, ctx + cont))})
         ids = dict(zip(texts, self.tok.encode(texts)))
         pairs = []
-        for ctx, cont, has_context in split:
+        for (ctx, cont, has_context), cont_alone in zip(split, alone):
             if not has_context:  # condition on the prefix token (a leading prefix token is context itself)
                 whole = ids[cont]
                 if not whole:
                     raise ValueError("empty continuation with empty context: nothing to score")
                 pairs.append(([self.prefix_id], whole) if whole[0] != self.prefix_id else (whole[:1], whole[1:]))
             else:
-                pairs.append((ids[ctx], ids[ctx + cont][len(ids[ctx]) :]))
+                pairs.append((ids[ctx], ids[cont] if cont_alone else ids[ctx + cont][len(ids[ctx]) :]))
         return pairs
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -271,34 +276,35 @@ class RequestEngine(TokenRequests):
         dev = self.device
         ids, seg_mask = _padded([node.tokens for node, _ in batch], self.eot_id, left=False)
         has_children = any(node.children for node, _ in batch)
+        wanted = _wanted_positions(batch, run)
+        # the body's last block runs only from the first scored position on (none: only its keys and values)
+        keep = {"keep_last": ids.shape[1] - min((o for _, o in wanted), default=ids.shape[1])} if self._keeps else {}
         # threads by this batch's size and the machine's load now (workbench.threads), its head included
         with forward_threads(self._width, ids.numel(), dev):
             if parent is None:
                 # right padding needs no mask here: causal attention never looks at later (pad) positions
                 mask = seg_mask
-                h, out = self._hidden(ids.to(dev), use_cache=has_children)
+                h, out = self._hidden(ids.to(dev), use_cache=has_children, **keep)
             else:
                 rows = torch.tensor([p for _, p in batch])
                 mask = torch.cat([parent.mask[rows], seg_mask], dim=1)  # parents' pads stay masked
                 pos = torch.tensor([node.start for node, _ in batch])[:, None] + torch.arange(ids.shape[1])[None]
                 h, out = self._hidden(ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                                      past_key_values=_select_cache(parent.cache, rows.to(dev)), use_cache=True)  # fmt: skip
+                                      past_key_values=_select_cache(parent.cache, rows.to(dev)), use_cache=True,
+                                      **keep)  # fmt: skip
             self.stats["tokens"] += int(seg_mask.sum())
-            self._score_batch(batch, h, run)
+            self._score_batch(batch, h, ids.shape[1] - h.shape[1], wanted, run)
             children = [(child, r) for r, (node, _) in enumerate(batch) for child in node.children]
             return children, _Prefix(out.past_key_values if children else None, mask)
 
-    def _score_batch(self, batch: list[tuple[PrefixNode, int]], h: torch.Tensor, run: _Run) -> None:
-        """Log-probs at the batch's needed positions (one head call on `h` [rows, pos, d]), kept for the inputs
-        that continue below; the requests of the inputs that end here are scored."""
-        wanted: dict[tuple[int, int], int] = {}  # (row, offset in the segment) -> row of `logp`
-        for r, (node, _) in enumerate(batch):
-            for x in node.inputs:
-                for p in _needed_positions(node, x, run.need[x]):
-                    wanted.setdefault((r, p - node.start), len(wanted))
+    def _score_batch(self, batch: list[tuple[PrefixNode, int]], h: torch.Tensor, first: int,
+                     wanted: dict[tuple[int, int], int], run: _Run) -> None:
+        """Log-probs at the batch's `wanted` positions (one head call on `h` [rows, pos, d], which starts at
+        offset `first` of the segments), kept for the inputs that continue below; the requests of the inputs
+        that end here are scored."""
         if wanted:
             at = torch.tensor(list(wanted), device=h.device)  # [n, 2]
-            logp = self._logprobs(h[at[:, 0], at[:, 1]])  # [n, vocab]
+            logp = self._logprobs(h[at[:, 0], at[:, 1] - first])  # [n, vocab]
         done: list[int] = []
         for r, (node, _) in enumerate(batch):
             for x in run.open.intersection(node.inputs):
@@ -474,6 +480,16 @@ def _split(model: torch.nn.Module):
     if body is None or head is None:
         return None, None
     return body, head
+
+
+def _wanted_positions(batch: list[tuple[PrefixNode, int]], run: _Run) -> dict[tuple[int, int], int]:
+    """(row, offset in its segment) of every position a batch scores -> its row in the batch's log-probs."""
+    wanted: dict[tuple[int, int], int] = {}
+    for r, (node, _) in enumerate(batch):
+        for x in node.inputs:
+            for p in _needed_positions(node, x, run.need[x]):
+                wanted.setdefault((r, p - node.start), len(wanted))
+    return wanted
 
 
 def _needed_positions(node: PrefixNode, x: Tokens, n: int) -> range:
