@@ -4,12 +4,15 @@
                                [--out bench/results/bench_core.json]
 
 Measured side by side in one run, at each thread count of `--threads` (medians over `--repeats`, the two
-implementations interleaved so that machine load affects both alike):
+implementations interleaved so that machine load affects both alike; each ratio is the median of the ratios
+within a round):
 - forward time, fp32 CPU, batch 4 x 256, per attention backend (sdpa, eager): workbench / transformers;
 - greedy generation of `--new-tokens` new tokens from a 16-token prompt at batch 1 and batch 8: tokens/s
-  workbench / transformers (and whether the tokens are identical). `--threads` sets torch's count; the
-  workbench's generate then runs each forward on `workbench.threads`' choice for its size (decode steps of
-  these shapes: one thread, unless `WORKBENCH_THREADS` pins a count), transformers on the count set;
+  workbench / transformers (and whether the tokens are identical), the workbench loaded as by default (weights
+  read into transparent huge pages where the kernel offers them) and with `mmap=True` (the file memory-mapped). `--threads` sets torch's count; the
+  workbench's generate then runs each forward on `workbench.threads`' choice (decode steps: torch's count,
+  capped at the cores other processes leave free, unless `WORKBENCH_THREADS` pins one), transformers on the
+  count set;
 - peak RSS while loading (growth over the process's RSS before the load, in a fresh subprocess) / file size;
 - on CUDA only: sdpa vs flash_attention_2 vs eager in fp16 and bf16 (skipped on CPU, with a note).
 """
@@ -72,7 +75,10 @@ def timed(fn, repeats: int) -> list[float]:
 
 def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
     """Median seconds of each function, run in turn `repeats` times after `warmup` rounds; the order reverses
-    every round (A B, B A, ...), so neither side always runs right after the other."""
+    every round (A B, B A, ...), so neither side always runs right after the other. With two functions, also
+    "paired": the median over rounds of the first's seconds / the second's within the round (this machine's
+    speed drifts over minutes; a ratio within one round cancels the drift); with more, "times": every round's
+    seconds per function."""
     times = {name: [] for name in fns}
     for _ in range(warmup):
         for fn in fns.values():
@@ -80,7 +86,13 @@ def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
     for r in range(repeats):
         for name, fn in (list(fns.items()) if r % 2 == 0 else list(fns.items())[::-1]):
             times[name] += timed(fn, 1)
-    return {name: statistics.median(t) for name, t in times.items()}
+    out = {name: statistics.median(t) for name, t in times.items()}
+    if len(times) == 2:
+        first, second = times.values()
+        out["paired"] = statistics.median(a / b for a, b in zip(first, second))
+    else:
+        out["times"] = times
+    return out
 
 
 def write_checkpoint(directory: Path) -> Path:
@@ -112,29 +124,41 @@ def bench_forward(directory: Path, repeats: int) -> dict:
             diff = (ours(ids[:1, :64]).logits - hf(ids[:1, :64]).logits).abs().max().item()
             medians = interleaved({"workbench": lambda: ours(ids, use_cache=False),
                                    "transformers": lambda: hf(ids, use_cache=False)}, repeats)
-        results[attn] = {**medians, "ratio": medians["workbench"] / medians["transformers"], "max_logit_diff": diff}
+        paired = medians.pop("paired")
+        results[attn] = {**medians, "ratio": paired, "max_logit_diff": diff}
         del ours, hf
     return results
 
 
 def bench_generate(directory: Path, repeats: int, new_tokens: int = 64, batch: int = 1) -> dict:
+    """Greedy tokens/s of the workbench (weights read into huge pages where available, the default), of the
+    workbench with the weights memory-mapped (`mmap=True`), and of transformers."""
     ours = workbench.GPTNeoXForCausalLM.from_pretrained(directory)
+    mapped = workbench.GPTNeoXForCausalLM.from_pretrained(directory, mmap=True)
     hf = transformers.GPTNeoXForCausalLM.from_pretrained(directory).eval()
     prompt = torch.randint(0, PYTHIA_160M["vocab_size"], (batch, 16), generator=torch.Generator().manual_seed(1))
     outputs = {}
 
-    def run_ours():
-        outputs["workbench"] = ours.generate(prompt, max_new_tokens=new_tokens, eos_token_id=[])
+    def run(name, model):
+        def go():
+            outputs[name] = model.generate(prompt, max_new_tokens=new_tokens, eos_token_id=[])
+        return go
 
     def run_hf():
         outputs["transformers"] = hf.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                                               do_sample=False, pad_token_id=0)
 
     with torch.no_grad():
-        medians = interleaved({"workbench": run_ours, "transformers": run_hf}, repeats)
+        medians = interleaved({"workbench": run("workbench", ours), "workbench_mmap": run("workbench_mmap", mapped),
+                               "transformers": run_hf}, repeats)
+    times = medians.pop("times")
+
+    def speed_ratio(name: str) -> float:  # tokens/s name / transformers, the median of the rounds' ratios
+        return statistics.median(h / w for w, h in zip(times[name], times["transformers"]))
+
     tps = {name: batch * new_tokens / seconds for name, seconds in medians.items()}
-    return {"tokens_per_s": tps, "ratio": tps["workbench"] / tps["transformers"],
-            "identical_tokens": bool(torch.equal(outputs["workbench"], outputs["transformers"]))}
+    return {"tokens_per_s": tps, "ratio": speed_ratio("workbench"), "ratio_mmap": speed_ratio("workbench_mmap"),
+            "identical_tokens": all(torch.equal(outputs[n], outputs["transformers"]) for n in ("workbench", "workbench_mmap"))}
 
 
 def bench_cuda(directory: Path, repeats: int) -> dict:
@@ -193,6 +217,8 @@ def print_table(report: dict) -> None:
             rows.append((f"greedy batch {batch} (tok/s, identical: {g['identical_tokens']})",
                          f"{g['tokens_per_s']['workbench']:.1f}", f"{g['tokens_per_s']['transformers']:.1f}",
                          f"{g['ratio']:.3f}"))
+            rows.append((f"greedy batch {batch}, mmap=True (tok/s)", f"{g['tokens_per_s']['workbench_mmap']:.1f}",
+                         f"{g['tokens_per_s']['transformers']:.1f}", f"{g['ratio_mmap']:.3f}"))
     p = report.get("peak_rss_loading", {})
     if "ratio" in p.get("workbench", {}):
         rows.append(("peak RSS loading / file size", f"{p['workbench']['ratio']:.2f}",

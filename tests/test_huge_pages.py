@@ -48,6 +48,7 @@ def test_large_tensors_get_huge_pages_small_ones_ordinary_memory():
     assert big.data_ptr() % huge_pages.HUGE_PAGE == 0
     big.fill_(1.5)
     assert huge_pages.huge_page_bytes(big) >= 2 * huge_pages.HUGE_PAGE  # the kernel gave 2 MB pages
+    assert big.untyped_storage().nbytes() == 12 * 2**20  # no alignment slack to save or pickle
     small = huge_pages.empty((10, 7), torch.bfloat16)
     assert small.shape == (10, 7) and small.dtype == torch.bfloat16
 
@@ -119,3 +120,16 @@ def test_a_loaded_model_saves_and_reloads(checkpoint, tmp_path):
     again = workbench.GPTNeoXForCausalLM.from_pretrained(tmp_path / "again")
     for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="needs Linux's /proc/self/smaps to see mappings")
+def test_processes_of_one_machine_share_the_mapped_file(checkpoint, monkeypatch):
+    """The evals' loader under torchrun with several local processes memory-maps (one page-cache copy for all)."""
+    from workbench.evals.runner import load_model
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    shared = load_model(checkpoint, device="cpu")
+    assert _mapping_path(shared.gpt_neox.embed_in.weight).endswith("model.safetensors")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    alone = load_model(checkpoint, device="cpu")
+    assert not _mapping_path(alone.gpt_neox.embed_in.weight).startswith("/") or not huge_pages.available()

@@ -77,6 +77,29 @@ def test_a_hook_on_the_last_block_sees_every_position(pair):
     assert seen == [P] and torch.equal(kept, full[:, -2:])
 
 
+def test_a_torch_module_hook_on_the_last_block_sees_every_position(pair):
+    _, ours = pair
+    ids, mask = _inputs()
+    seen = []
+    handle = ours.gpt_neox.layers[-1].mlp.register_forward_hook(lambda m, i, out: seen.append(out.shape[1]))
+    try:
+        with torch.no_grad():
+            kept = ours.gpt_neox(ids, attention_mask=mask, keep_last=2).last_hidden_state
+    finally:
+        handle.remove()
+    assert seen == [P] and kept.shape[1] == 2
+
+
+def test_hidden_states_stay_whole_under_keep_last(pair):
+    _, ours = pair
+    ids, mask = _inputs()
+    with torch.no_grad():
+        out = ours.gpt_neox(ids, attention_mask=mask, keep_last=3, output_hidden_states=True)
+    assert [h.shape[1] for h in out.hidden_states] == [P] * (ours.config.num_hidden_layers + 1)
+    assert torch.equal(out.last_hidden_state, out.hidden_states[-1][:, -3:])
+    torch.stack(out.hidden_states)  # as transformers' under logits_to_keep: all the same shape
+
+
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "3"])
 def test_bad_keep_last_is_refused(pair, bad):
     _, ours = pair

@@ -225,21 +225,22 @@ def _wide_model():
 
 def test_wide_decode_steps_follow_the_load_with_the_same_tokens(two_threads, monkeypatch):
     """Decode steps give the same bits on any thread count (probed), so even a wide model's follow the load:
-    two threads on a quiet machine, one beside a busy process, and the same tokens either way."""
+    two threads on a quiet machine, one beside a busy process, and the same tokens either way. The probe runs
+    only when the load changes the count, once per shape, batch and count."""
     monkeypatch.setattr(fast_decode, "_same_bits", {})  # a fresh process's: nothing probed yet
     model, seen = _wide_model(), _decode_step_threads(monkeypatch)
     ids = torch.randint(2, 100, (1, 5), generator=torch.Generator().manual_seed(0))
-    model.generate(ids, max_new_tokens=2, eos_token_id=[])
-    assert seen[:2] == [1, 2]  # the probe's steps (once per process for this shape), then the decode's
-    seen.clear()
     quiet = model.generate(ids, max_new_tokens=4, eos_token_id=[])
-    assert seen == [2, 2, 2]  # the first new token comes from the prefill
+    assert seen == [2, 2, 2]  # the first new token comes from the prefill; no probe: the count is the policy's
     monkeypatch.setattr(threads, "free_cores", lambda: 1)
     seen.clear()
     busy = model.generate(ids, max_new_tokens=4, eos_token_id=[])
-    assert seen == [1, 1, 1] and torch.equal(quiet, busy)
+    assert seen == [1, 2, 1, 1, 1]  # the probe's two steps (1 and 2 threads), then the decode's
+    assert torch.equal(quiet, busy)
+    seen.clear()
+    model.generate(ids, max_new_tokens=4, eos_token_id=[])
+    assert seen == [1, 1, 1]  # probed once
     assert torch.get_num_threads() == 2
-
 
 def test_decode_threads_stay_fixed_where_the_probe_finds_other_bits(two_threads, monkeypatch):
     monkeypatch.setattr(generation, "same_bits_on_threads", lambda step, batch, n: False)
@@ -263,7 +264,7 @@ def test_decode_step_bits_do_not_depend_on_the_thread_count(batch, monkeypatch):
     """What lets decode steps follow the load: a wide model's step (oneDNN products, attention written out) gives
     the same logits on 1 and 2 threads; and the probe does see a step whose bits depend on the count."""
     monkeypatch.setattr(fast_decode, "_same_bits", {})
-    step = fast_decode.DecodeStep.for_model(_wide_model(), batch, free_threads=True)
+    step = fast_decode.DecodeStep.for_model(_wide_model(), batch)
     assert step.eager  # the sdpa model's attention is written out
     assert fast_decode.same_bits_on_threads(step, batch, 2)
     assert not fast_decode.same_bits_on_threads(step, fast_decode.INVARIANT_MAX_BATCH + 1, 2)  # not probed

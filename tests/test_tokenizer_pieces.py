@@ -68,7 +68,8 @@ def test_few_shot_pairs_match_the_whole_text_rule(adapter):
     engine.tok, engine.prefix_id = adapter, 0
     with_pieces = engine.encode_pairs(requests)
     engine.tok = TokenizerAdapter(adapter.tok)
-    engine.tok.cuts = False
+    engine.tok.backend = None  # no backend to inspect: whole texts
+    assert not engine.tok.cuts
     assert with_pieces == engine.encode_pairs(requests)
 
 
@@ -88,3 +89,24 @@ def test_tokenisers_that_could_reach_across_a_cut_are_called_whole(neox_tokenize
     for config in (prefix_space, spanning, stripping, whitespace, lowercase):
         assert not _with(config)
     assert not cuts_at_whitespace(object())  # no tokenizers backend
+
+
+def test_backend_truncation_or_padding_turns_pieces_off(neox_tokenizer_file):
+    """A raw backend with truncation or padding set would apply it to every piece: whole texts then."""
+    texts = ["Question: one\nAnswer: two\nthree four five six seven eight", "short"]
+    for configure in (lambda t: t.enable_truncation(8), lambda t: t.enable_padding(pad_id=1)):
+        raw = tokenizers.Tokenizer.from_file(str(neox_tokenizer_file))
+        configure(raw)
+        adapter = TokenizerAdapter(raw)
+        assert not adapter.cuts
+        assert adapter.encode(texts) == [e.ids for e in raw.encode_batch(texts, add_special_tokens=False)]
+
+
+def test_a_tokenizer_changed_after_the_adapter_was_made_is_seen(neox_tokenizer_file):
+    tok = Tokenizer.from_file(neox_tokenizer_file)
+    adapter = TokenizerAdapter(tok)
+    assert adapter.cuts
+    tok.add_prefix_space = True  # every piece would now gain a space
+    assert not adapter.cuts
+    text = "Question: 1 + 1\nAnswer: 2"
+    assert adapter.encode([text]) == _whole(adapter, [text])

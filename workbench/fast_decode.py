@@ -10,19 +10,19 @@ runs the full hooked forward, token for token the same. The step follows gpt-fas
 - on the CPU, projections with large weights call oneDNN's linear (`torch.ops.mkldnn._linear_pointwise`): with
   cache-cold Pythia-160m weights on one thread here, a decode step's products took 22 ms against 30 ms through
   `F.linear` (MKL) at batch 1, and 37 against 61 ms at batch 8 (decoding is a stream of matrix-vector
-  products). It rounds differently from `F.linear` (~1e-6 relative), so decoded logits are not bit-identical
-  to a full forward's; the tokens are the same (tests compare them with transformers' `generate`). Small
-  weights and one-row products on several threads stay on `F.linear` (`ONEDNN_MIN_ELEMENTS`,
-  `ONEDNN_MIN_BATCH_THREADED`).
+  products); on two free cores, 17 against 35 ms at batch 1. It rounds differently from `F.linear` (~1e-6
+  relative), so decoded logits are not bit-identical to a full forward's; the tokens are the same (tests
+  compare them with transformers' `generate`). Small weights stay on `F.linear` (`ONEDNN_MIN_ELEMENTS`);
+- on the CPU, attention is written out (`torch.matmul` and softmax, the eager backend's operations) whatever the
+  model's backend: torch's CPU sdpa kernel gave other bits on two threads than on one (~1e-7).
 
-Threads: the products of a decode step split no sum between threads (each thread computes whole outputs of a
-matrix-vector product), so with attention written out (`torch.matmul` and softmax, as the eager backend; torch's
-CPU sdpa kernel gave other bits on two threads than on one, ~1e-7) its logits are the same bits on any thread
-count. `same_bits_on_threads` checks this once per shape, batch and count by running a step both ways, and where
-it holds, `generate` lets the step's thread count follow the machine's load (`workbench.threads`) for a model of
-any width. On a quiet
-2-core machine two threads with oneDNN's products then halved a Pythia-160m batch-1 step's products' time; beside
-a busy process the count drops to one (oneDNN on two contended threads was 4-10x slower than MKL).
+Threads: neither the products nor the written-out attention of a decode step split a sum between threads (each
+thread computes whole outputs of a matrix-vector product, whole heads), so the step's choice of kernels and its
+logits don't depend on the thread count: `same_bits_on_threads` checks this once per shape, batch and count by
+running a step both ways, and where it holds, `generate` lets the decode steps' count follow the machine's load
+(`workbench.threads`) for a model of any width. On a quiet 2-core machine two threads then halved a Pythia-160m
+batch-1 step's products' time; beside a busy process the count drops to one (oneDNN's products on two contended
+threads were 4-10x slower than on one free core).
 
 `torch.compile` of the step was measured here and is not used: on the demo model the compiled step took
 0.5-0.7 ms against 1.3-1.5 ms eager, but compiling took 15 s (91 s with a cold inductor cache), far longer
@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import attention_probs
+from .hook_points import has_module_hooks
 from .kv_cache import KVCache
 from .rotary import apply_rotary, rotary_tables
 
@@ -49,13 +50,10 @@ Linear = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tenso
 # oneDNN's fixed cost per call (~50 us here) outweighs its faster streaming for weights that stay in cache:
 # only weights of more than 512 K elements (2 MB in fp32; Pythia-160m's 768 x 768 and up) go through it.
 ONEDNN_MIN_ELEMENTS = 2**19
-# On 2 threads (2 shared, busy cores) a step's one-row products took 4-10x longer through oneDNN than through
-# MKL, while at batch 8 oneDNN was still 1.4-2x faster: with more than one thread on cores that may be busy (a
-# pinned count), oneDNN only from this batch on. A count that follows the load has its cores free.
-ONEDNN_MIN_BATCH_THREADED = 4
 # Decode steps of at most this many rows are probed for thread invariance (`same_bits_on_threads`); larger
 # batches keep a thread count fixed by the work.
 INVARIANT_MAX_BATCH = 16
+PROBE_KEYS = 40  # cached keys of the probe step (on 2 threads here, steps over 8 to 3,000 keys all gave equal bits)
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -118,7 +116,7 @@ class DecodeStep:
         model: a `GPTNeoXForCausalLM` that nothing observes (see `for_model`).
         onednn: use oneDNN's linear for large weights (`onednn_works`).
         explicit_attention: attention as `torch.matmul` and softmax (the eager backend's operations) even for an
-            sdpa model: the same bits on any CPU thread count.
+            sdpa model: the same bits on any CPU thread count (`for_model` asks for it on the CPU).
     """
 
     def __init__(self, model, onednn: bool, explicit_attention: bool = False) -> None:
@@ -134,26 +132,23 @@ class DecodeStep:
         self.final_ln, self.unembed = _LN(base.final_layer_norm), _Proj(model.embed_out, onednn)
 
     @classmethod
-    def for_model(cls, model, batch: int, free_threads: bool = False) -> "DecodeStep | None":
+    def for_model(cls, model, batch: int) -> "DecodeStep | None":
         """A step for `model` decoding `batch` rows, or None when the full hooked forward must run: a hook
         attached to any hook point (so hooks see every step), training mode (dropout), weights spread over
         devices or offloaded (accelerate's hooks move them), or the flash_attention_2 backend (CUDA kernels of
-        its own). oneDNN's products are used where `onednn_works`, for one thread, `ONEDNN_MIN_BATCH_THREADED`
-        rows and more, or threads on free cores (`free_threads`: for a count that follows the load, which also
-        writes attention out on the CPU, see the module's docstring)."""
+        its own). oneDNN's products are used where `onednn_works`, attention written out on the CPU (see the
+        module's docstring): the same kernels on any thread count."""
         if model.training or model.config.attn_implementation == "flash_attention_2":
             return None
         # One pass over the modules: hook points with hooks (HookPoint.is_active), any other module's hooks.
-        if any(hasattr(m, "_hf_hook") or m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-               for m in model.modules()):
+        if any(has_module_hooks(m) for m in model.modules()):
             return None
         params = list(model.parameters())
         devices, dtypes = {p.device for p in params}, {p.dtype for p in params}
         if len(devices) != 1 or next(iter(devices)).type == "meta" or len(dtypes) != 1:
             return None
-        threads_ok = free_threads or torch.get_num_threads() == 1 or batch >= ONEDNN_MIN_BATCH_THREADED
         device = params[0].device
-        return cls(model, threads_ok and onednn_works(device, params[0].dtype), free_threads and device.type == "cpu")
+        return cls(model, onednn_works(device, params[0].dtype), explicit_attention=device.type == "cpu")
 
     def signature(self) -> tuple:
         """What a step's kernels depend on: the shapes, dtype and device of every weight, the products chosen and
@@ -210,8 +205,8 @@ _same_bits: dict[tuple, bool] = {}  # (step signature, batch, threads) -> probe 
 
 def same_bits_on_threads(step: DecodeStep, batch: int, threads: int) -> bool:
     """Whether `step` gives bitwise the same logits for `batch` rows on `threads` threads as on one: a probe step
-    with random inputs over 8 random cached keys both ways, run once per (`signature`, batch, threads). False for
-    more than `INVARIANT_MAX_BATCH` rows (not probed)."""
+    with random inputs over `PROBE_KEYS` random cached keys both ways, run once per (`signature`, batch, threads)
+    and process. False for more than `INVARIANT_MAX_BATCH` rows (not probed)."""
     if threads <= 1:
         return True
     if batch > INVARIANT_MAX_BATCH:
@@ -221,14 +216,14 @@ def same_bits_on_threads(step: DecodeStep, batch: int, threads: int) -> bool:
         weight = step.unembed.weight
         gen = torch.Generator().manual_seed(0)
         layers, h, dh = step.config.num_hidden_layers, step.heads, step.head_size
-        past = [torch.randn(2, batch, h, 8, dh, generator=gen).to(weight) for _ in range(layers)]
+        past = [torch.randn(2, batch, h, PROBE_KEYS, dh, generator=gen).to(weight) for _ in range(layers)]
         token = torch.randint(0, step.embed.num_embeddings, (batch,), generator=gen).to(weight.device)
-        positions = torch.full((batch,), 8, device=weight.device)
+        positions = torch.full((batch,), PROBE_KEYS, device=weight.device)
         before, logits = torch.get_num_threads(), []
         try:
             for n in (1, threads):
                 torch.set_num_threads(n)
-                cache = KVCache.for_config(step.config).reserve(9)
+                cache = KVCache.for_config(step.config).reserve(PROBE_KEYS + 1)
                 for i, kv in enumerate(past):
                     cache.update(i, kv[0], kv[1])
                 logits.append(step(token, positions, cache, None))

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from .fast_decode import DecodeStep, same_bits_on_threads
 from .inputs import as_token_batch, encode_texts, is_text
 from .kv_cache import KVCache
-from .threads import forward_threads, is_small_work, pinned_threads
+from .threads import forward_threads, pinned_threads, threads_for
 
 
 def generate(
@@ -156,14 +156,14 @@ def _decode_loop(model, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int, 
         return model.embed_out(hidden.last_hidden_state[:, -1]).float()
 
     # Threads (workbench.threads) are set once for the prefill and once for all decode steps: switching them at
-    # every step cost a third of the tokens/s here. DecodeStep's products depend on the count, so it is built
-    # under it, unless the count may follow the load (then its products are those for free cores).
+    # every step cost a third of the tokens/s here.
     with forward_threads(model.config.hidden_size, ids.numel(), ids.device):
         logits = logits_after(ids, prompt_len)
     cur = prompt_len
-    free_step = _load_following_step(model, batch, ids.device)
-    with forward_threads(model.config.hidden_size, batch, ids.device, same_bits_any_count=free_step is not None):
-        fast = free_step or DecodeStep.for_model(model, batch)
+    step_kernels = DecodeStep.for_model(model, batch) if new_tokens > 1 else None
+    with forward_threads(model.config.hidden_size, batch, ids.device,
+                         threads=_decode_threads(model, step_kernels, batch, ids.device)):
+        fast = step_kernels
         for step in tqdm(range(new_tokens), desc="generate", disable=not progress):
             if step > 0:
                 logits = logits_after(token[:, None], cur)
@@ -185,15 +185,20 @@ def _decode_loop(model, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int, 
     return out[:, :cur]
 
 
-def _load_following_step(model, batch: int, device: torch.device) -> DecodeStep | None:
-    """A decode step whose thread count may follow the machine's load (`workbench.threads`), or None: the
-    count isn't the policy's to choose (pinned, one thread, small work, not a CPU), no fast step applies, or the
-    step's logits differ between one thread and torch's setting (`same_bits_on_threads`)."""
-    threads, hidden = torch.get_num_threads(), model.config.hidden_size
-    if device.type != "cpu" or pinned_threads() is not None or threads == 1 or is_small_work(hidden, batch):
+def _decode_threads(model, step: DecodeStep | None, batch: int, device: torch.device) -> int | None:
+    """The decode steps' CPU thread count (None off the CPU): the policy's (`workbench.threads.threads_for`), and
+    for fast steps that give the same bits on the load-following count as on one thread (`same_bits_on_threads`),
+    that count: torch's setting capped at the cores other processes leave free, whatever the model's width."""
+    if device.type != "cpu":
         return None
-    step = DecodeStep.for_model(model, batch, free_threads=True)
-    return step if step is not None and same_bits_on_threads(step, batch, threads) else None
+    hidden = model.config.hidden_size
+    fixed = threads_for(hidden, batch)
+    follow = threads_for(hidden, batch, same_bits_any_count=step is not None)
+    if follow == fixed or pinned_threads() is not None:
+        return follow
+    # the load would change the count: only where both counts give one thread's bits
+    same = all(same_bits_on_threads(step, batch, n) for n in {fixed, follow} - {1})
+    return follow if same else fixed
 
 
 @dataclass(frozen=True)

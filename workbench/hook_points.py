@@ -32,6 +32,13 @@ import torch
 from torch import nn
 
 
+def has_module_hooks(module: nn.Module) -> bool:
+    """Whether torch forward, pre-forward or backward hooks, or accelerate's dispatch hook (`_hf_hook`), are on
+    `module` (a `HookPoint`'s hooks included: `HookPoint.is_active`)."""
+    return bool(hasattr(module, "_hf_hook") or module._forward_hooks or module._forward_pre_hooks
+                or module._backward_hooks)
+
+
 class HookPoint(nn.Module):
     """Identity module marking one activation; `name` is its TransformerLens name (e.g. `blocks.3.attn.hook_z`)."""
 
@@ -45,7 +52,7 @@ class HookPoint(nn.Module):
 
     def is_active(self) -> bool:
         """Whether any forward or backward hook is attached (the value must then be computed)."""
-        return bool(self._forward_hooks or self._forward_pre_hooks or self._backward_hooks)
+        return has_module_hooks(self)
 
     def wants_grad(self) -> bool:
         """Whether a hook (of this thread's scopes) takes this value's gradient: then the forward must run

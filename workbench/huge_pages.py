@@ -26,12 +26,15 @@ THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 @functools.lru_cache(maxsize=None)
 def available() -> bool:
     """Whether the kernel gives transparent huge pages to memory advised `MADV_HUGEPAGE` (Linux, THP mode
-    `always` or `madvise`)."""
+    `always` or `madvise`, and not disabled for this process: `THP_enabled: 0` in /proc/self/status, set by
+    `prctl(PR_SET_THP_DISABLE)`)."""
     try:
         mode = THP_SETTING.read_text()
+        status = Path("/proc/self/status").read_text()
     except OSError:
         return False
-    return hasattr(mmap, "MADV_HUGEPAGE") and ("[always]" in mode or "[madvise]" in mode)
+    disabled = any(line.split() == ["THP_enabled:", "0"] for line in status.splitlines())
+    return hasattr(mmap, "MADV_HUGEPAGE") and ("[always]" in mode or "[madvise]" in mode) and not disabled
 
 
 def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tensor:
@@ -39,7 +42,9 @@ def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tens
     page large, else by `torch.empty`.
 
     The tensor owns its mapping: it is unmapped when the last tensor viewing it is freed. Only the pages a
-    write touches become resident (at most one huge page beyond the tensor's size is reserved, for alignment).
+    write touches become resident (at most one huge page beyond the tensor's size is reserved, for alignment;
+    the tensor's storage is its own bytes only). Copies (`share_memory_()`, `.to(...)`, `copy.deepcopy`) are
+    ordinary torch memory.
 
     Args:
         shape: the tensor's shape.
@@ -56,9 +61,10 @@ def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype) -> torch.Tens
         return torch.empty(shape, dtype=dtype)
     region = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     region.madvise(mmap.MADV_HUGEPAGE)  # before the first write: the kernel then faults in 2 MB pages
-    flat = torch.frombuffer(region, dtype=torch.uint8)  # holds `region` until the last view is freed
-    start = -flat.data_ptr() % HUGE_PAGE  # THP needs 2 MB-aligned virtual addresses
-    return flat[start : start + nbytes].view(dtype).view(shape)
+    start = -torch.frombuffer(region, dtype=torch.uint8).data_ptr() % HUGE_PAGE  # THP needs 2 MB alignment
+    # The storage is exactly the tensor's bytes (torch.save and pickle write whole storages), and the
+    # memoryview keeps `region` mapped until the last tensor viewing it is freed.
+    return torch.frombuffer(memoryview(region)[start : start + nbytes], dtype=dtype).view(shape)
 
 
 def huge_page_bytes(tensor: torch.Tensor) -> int | None:

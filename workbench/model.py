@@ -27,7 +27,7 @@ from .attention import (
 )
 from .config import GPTNeoXConfig
 from .deferred import Deferred
-from .hook_points import SPLIT_INPUT_HOOKS, HookPoint, add_hook_points, name_hook_points
+from .hook_points import SPLIT_INPUT_HOOKS, add_hook_points, has_module_hooks, name_hook_points
 from .hooks import HookedModelMixin
 from .kv_cache import KVCache
 from .rotary import apply_rotary, rotary_tables
@@ -182,7 +182,9 @@ class GPTNeoXAttention(nn.Module):
         dropout = self.config.attention_dropout if self.training else 0.0
 
         probs = None
-        if self.needs_probs(output_attentions, head_mask):
+        if p == 0:  # no query (keep_last=0: only the cache was wanted); kernels may refuse empty launches
+            z = q.new_zeros(q.shape)
+        elif self.needs_probs(output_attentions, head_mask):
             probs = attention_probs(attention_scores(q, k, mask, self.scale), q.dtype)
             z = self._weigh(probs, v, head_mask, dropout)
         elif self.config.attn_implementation == "flash_attention_2":
@@ -394,9 +396,11 @@ class GPTNeoXPreTrainedModel(HookedModelMixin, nn.Module):
             device: target device; weights go there directly, without a second full copy.
             attn_implementation: "eager", "sdpa" (default) or "flash_attention_2".
             mmap: for CPU weights in safetensors files: True memory-maps the file (instant; pages are read on first
-                use and shared with other processes), False reads the weights into memory, in transparent huge
-                pages where the kernel offers them (faster decoding: `workbench.huge_pages`). None (default):
-                False where huge pages are available, else True.
+                use, shared with other processes that map it and reclaimable under memory pressure; a dtype
+                conversion reads tensor by tensor all the same), False reads the weights into this process's
+                memory, in transparent huge pages where the kernel offers them (faster decoding, see
+                `workbench.huge_pages` and the README's core table). None (default): False where huge pages are
+                available, else True. Several processes loading one model on one machine: pass True to share.
         """
         from .checkpoint import load_pretrained
 
@@ -449,12 +453,14 @@ class GPTNeoXModel(GPTNeoXPreTrainedModel):
             stop_at_layer: stop before this layer: `last_hidden_state` is then the residual stream entering it
                 (no final LayerNorm), e.g. to harvest activations of early layers cheaply.
             keep_last: `last_hidden_state` of the last `keep_last` positions only (0 to p), as transformers'
-                `logits_to_keep` for the head; the last block then computes its attention queries, MLP and
-                final LayerNorm at those positions alone (the keys and values, and the KV cache, still cover
-                every position), which a scorer that reads a few positions saves. The values equal the full
-                forward's to float rounding (a product of fewer rows may sum in another order). Where a hook on
-                the last block or the final LayerNorm, `output_hidden_states` or `output_attentions` asks for
-                every position, the full forward runs and is sliced.
+                `logits_to_keep` for the head; the last block then runs its attention (past the fused q/k/v
+                projection and the rotation, which cover every position), its output projection, MLP and the
+                final LayerNorm at those positions alone, while the keys and values, and the KV cache, still
+                cover every position: what a scorer that reads a few positions saves. The values equal the
+                full forward's to float rounding, not bit for bit (a product of fewer rows may sum in another
+                order). Where a hook on the last block or the final LayerNorm (a hook point's or a torch module
+                hook), `output_hidden_states` or `output_attentions` asks for every position, the full forward
+                runs and is sliced, so an observed run can differ from an unobserved one by that rounding.
         """
         layers = _layer_range(start_at_layer, stop_at_layer, len(self.layers))
         partial = start_at_layer is not None or stop_at_layer is not None
@@ -494,10 +500,10 @@ class GPTNeoXModel(GPTNeoXPreTrainedModel):
                 attentions.append(probs)
         if stop_at_layer is None:
             x = self.final_layer_norm(x)
+        if output_hidden_states:
+            hidden_states.append(x)  # every position, as transformers' hidden states under logits_to_keep
         if keep is not None and not pruned:
             x = x[:, p - keep :]
-        if output_hidden_states:
-            hidden_states.append(x)
         out = BaseModelOutputWithPast(
             last_hidden_state=x,
             past_key_values=cache,
@@ -507,9 +513,9 @@ class GPTNeoXModel(GPTNeoXPreTrainedModel):
         return out if return_dict else out.to_tuple()
 
     def _last_observed(self) -> bool:
-        """Whether a hook point of the last block or the final LayerNorm has a hook (it must see every position)."""
-        return any(isinstance(m, HookPoint) and m.is_active()
-                   for part in (self.layers[-1], self.final_layer_norm) for m in part.modules())
+        """Whether anything hooks the last block or the final LayerNorm (a hook point's hook, a torch module hook,
+        accelerate's): it must see every position."""
+        return any(has_module_hooks(m) for part in (self.layers[-1], self.final_layer_norm) for m in part.modules())
 
     def _prepare_cache(self, past, use_cache, input_ids, inputs_embeds) -> KVCache | None:
         _check_inputs(input_ids, inputs_embeds, self.config)

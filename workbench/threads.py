@@ -112,17 +112,11 @@ def threads_for(hidden_size: int, n_tokens: int, same_bits_any_count: bool = Fal
     pinned = pinned_threads()
     if pinned is not None:
         return pinned
-    if is_small_work(hidden_size, n_tokens):
+    if 2.0 * n_tokens * hidden_size**2 < SMALL_OP_FLOPS:
         return 1
     setting = torch.get_num_threads()
     free = free_cores() if same_bits_any_count or hidden_size <= LOAD_AWARE_MAX_HIDDEN else None
     return setting if free is None else max(1, min(setting, free))
-
-
-def is_small_work(hidden_size: int, n_tokens: int) -> bool:
-    """Whether a forward's hidden x hidden product (2 x tokens x hidden^2 FLOPs) is below `SMALL_OP_FLOPS`: the
-    policy runs it on one thread."""
-    return 2.0 * n_tokens * hidden_size**2 < SMALL_OP_FLOPS
 
 
 class LoadMeter:
@@ -221,10 +215,9 @@ def free_cores() -> int | None:
 
 
 @contextlib.contextmanager
-def forward_threads(hidden_size: int, n_tokens: int, device: torch.device,
-                    same_bits_any_count: bool = False) -> Iterator[None]:
+def forward_threads(hidden_size: int, n_tokens: int, device: torch.device, threads: int | None = None) -> Iterator[None]:
     """Run the enclosed CPU work (a forward of `n_tokens` tokens through a model of width `hidden_size`) on
-    `threads_for(hidden_size, n_tokens, same_bits_any_count)` threads, then restore the count.
+    `threads_for(hidden_size, n_tokens)` threads (or `threads`, a count the caller chose), then restore the count.
 
     Work nested inside (the model's forward inside `generate`) keeps the outer choice. On other devices nothing
     changes.
@@ -232,7 +225,8 @@ def forward_threads(hidden_size: int, n_tokens: int, device: torch.device,
     if device.type != "cpu" or getattr(_state, "active", False):
         yield
         return
-    want, before = threads_for(hidden_size, n_tokens, same_bits_any_count), torch.get_num_threads()
+    want = threads if threads is not None else threads_for(hidden_size, n_tokens)
+    before = torch.get_num_threads()
     _state.active = True
     if want != before:
         torch.set_num_threads(want)

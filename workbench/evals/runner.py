@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 
 
 def load_model(name_or_path: str | os.PathLike, dtype: str | torch.dtype | None = None, device: str | None = None):
-    """`workbench.load` (the model gets `.tokenizer`); dtype "auto" = bfloat16 on CUDA, float32 elsewhere."""
+    """`workbench.load` (the model gets `.tokenizer`); dtype "auto" = bfloat16 on CUDA, float32 elsewhere. With
+    several processes on this machine (torchrun's `LOCAL_WORLD_SIZE` > 1) the weight files are memory-mapped, so
+    the processes share one copy in the page cache instead of each reading its own."""
     from workbench.loading import load  # the model classes, only when a model is loaded by name
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -38,7 +40,8 @@ def load_model(name_or_path: str | os.PathLike, dtype: str | torch.dtype | None 
         if dtype not in allowed:
             raise ValueError(f"dtype must be one of {sorted(allowed)} or 'auto', got {dtype!r}")
         dtype = allowed[dtype]
-    return load(os.fspath(name_or_path), dtype=dtype, device=dev)
+    shared = os.environ.get("LOCAL_WORLD_SIZE", "1").strip() not in ("", "0", "1")
+    return load(os.fspath(name_or_path), dtype=dtype, device=dev, mmap=True if shared else None)
 
 
 def evaluate(

@@ -34,8 +34,12 @@ class TokenizerAdapter:
     def __init__(self, tok: Any) -> None:
         self.tok = tok
         self.raw = type(tok).__module__.startswith("tokenizers")
-        backend = tok if self.raw else getattr(tok, "backend_tokenizer", None)
-        self.cuts = cuts_at_whitespace(backend)
+        self.backend = tok if self.raw else getattr(tok, "backend_tokenizer", None)
+
+    @property
+    def cuts(self) -> bool:
+        """`cuts_at_whitespace` of the tokenizer as it is now."""
+        return cuts_at_whitespace(self.backend)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, no special tokens added (as lm-eval's causal-LM `tok_encode`), in one batch;
@@ -75,19 +79,22 @@ class TokenizerAdapter:
 def cuts_at_whitespace(backend: Any) -> bool:
     """Whether a `tokenizers.Tokenizer` tokenises text in pieces that always end before whitespace following a
     non-space: a BPE model without dropout, no normaliser or NFC (whitespace composes with nothing), GPT-2's
-    byte-level regex pre-tokeniser without an added prefix space, and no added token that could reach across
-    such a cut (one with a non-space followed by whitespace, or stripping or matching whole words). False for
-    anything else, or for a tokenizer without a `tokenizers` backend."""
+    byte-level regex pre-tokeniser without an added prefix space, no truncation or padding set on the backend
+    (they would act on each piece), and no added token that could reach across such a cut (one with a non-space
+    followed by whitespace, or stripping or matching whole words). False for anything else, or for a tokenizer
+    without a `tokenizers` backend. Cheap (the backend's current settings, a few microseconds): `encode` asks at
+    every call, so a tokenizer changed after the engine was built is seen."""
     try:
-        config = json.loads(backend.to_str())
+        pre = json.loads(backend.pre_tokenizer.__getstate__()) if backend.pre_tokenizer is not None else {}
+        normalizer = json.loads(backend.normalizer.__getstate__()) if backend.normalizer is not None else None
+        model, added = backend.model, backend.get_added_tokens_decoder().values()
+        settings = (backend.truncation, backend.padding)
     except (AttributeError, TypeError, ValueError):
         return False
-    normalizer, pre, model = config.get("normalizer"), config.get("pre_tokenizer") or {}, config.get("model") or {}
     if normalizer is not None and normalizer.get("type") != "NFC":
         return False
     if pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or not pre.get("use_regex", True):
         return False
-    if model.get("type") != "BPE" or model.get("dropout"):
+    if type(model).__name__ != "BPE" or getattr(model, "dropout", None) or any(v is not None for v in settings):
         return False
-    return not any(t.get("lstrip") or t.get("rstrip") or t.get("single_word") or re.search(r"\S\s", t["content"])
-                   for t in config.get("added_tokens") or [])
+    return not any(t.lstrip or t.rstrip or t.single_word or re.search(r"\S\s", t.content) for t in added)
