@@ -391,17 +391,20 @@ def test_decode_step_only_when_nothing_observes(pair):
         ours.eval()
 
 
+@pytest.mark.parametrize("written_out", [False, True], ids=["backend_attention", "written_out"])
 @pytest.mark.parametrize("onednn_everywhere", [False, True], ids=["size_rule", "onednn_everywhere"])
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_decode_step_logits_equal_the_full_forward(pair, attn, onednn_everywhere, monkeypatch):
+def test_decode_step_logits_equal_the_full_forward(pair, attn, onednn_everywhere, written_out, monkeypatch):
     """Prefill a left-padded batch, decode 4 tokens with the step; each step's logits are the full forward's
-    at that position (to fp32 rounding: oneDNN sums in another order, and on the CPU an sdpa model's step writes
-    its attention out), with the same argmax."""
+    at that position (to fp32 rounding: oneDNN sums in another order), with the same argmax. `written_out`: the
+    attention of steps that may run on several threads (wide models), forced here for this narrow one."""
     if onednn_everywhere:
         monkeypatch.setattr(fast_decode, "ONEDNN_MIN_ELEMENTS", 0)
     _, ours = _eager_pair(pair) if attn == "eager" else pair
+    if written_out:
+        monkeypatch.setattr(fast_decode, "is_small_work", lambda hidden, n: False)
     step = DecodeStep.for_model(ours, 3)
-    assert step.eager  # on the CPU, whatever the backend
+    assert step.eager == (written_out or attn == "eager")
     ids, mask = left_padded_prompts()
     new = torch.randint(3, VOCAB, (3, 4), generator=torch.Generator().manual_seed(3))
     cache = KVCache.for_config(ours.config).reserve(13)
@@ -419,9 +422,10 @@ def test_decode_step_logits_equal_the_full_forward(pair, attn, onednn_everywhere
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_greedy_through_onednn_matches_transformers(pair, attn, monkeypatch):
-    """Every projection through oneDNN (the rule sends only large weights there), attention written out: tokens
-    still transformers'."""
+    """Every projection through oneDNN (the rule sends only large weights there), attention written out as for
+    a wide model: tokens still transformers'."""
     monkeypatch.setattr(fast_decode, "ONEDNN_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(fast_decode, "is_small_work", lambda hidden, n: False)
     hf, ours = _eager_pair(pair) if attn == "eager" else pair
     ids, mask = left_padded_prompts()
     expected = hf_greedy(hf, ids, mask, 32, eos_token_id=EOS)

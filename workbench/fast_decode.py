@@ -14,7 +14,8 @@ runs the full hooked forward, token for token the same. The step follows gpt-fas
   relative), so decoded logits are not bit-identical to a full forward's; the tokens are the same (tests
   compare them with transformers' `generate`). Small weights stay on `F.linear` (`ONEDNN_MIN_ELEMENTS`);
 - on the CPU, attention is written out (`torch.matmul` and softmax, the eager backend's operations) whatever the
-  model's backend: torch's CPU sdpa kernel gave other bits on two threads than on one (~1e-7).
+  model's backend, unless the step is small work that always runs on one thread (`workbench.threads`): torch's
+  CPU sdpa kernel gave other bits on two threads than on one (~1e-7).
 
 Threads: neither the products nor the written-out attention of a decode step split a sum between threads (each
 thread computes whole outputs of a matrix-vector product, whole heads), so the step's choice of kernels and its
@@ -45,6 +46,7 @@ from .attention import attention_probs
 from .hook_points import has_module_hooks
 from .kv_cache import KVCache
 from .rotary import apply_rotary, rotary_tables
+from .threads import is_small_work
 
 Linear = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 # oneDNN's fixed cost per call (~50 us here) outweighs its faster streaming for weights that stay in cache:
@@ -136,8 +138,8 @@ class DecodeStep:
         """A step for `model` decoding `batch` rows, or None when the full hooked forward must run: a hook
         attached to any hook point (so hooks see every step), training mode (dropout), weights spread over
         devices or offloaded (accelerate's hooks move them), or the flash_attention_2 backend (CUDA kernels of
-        its own). oneDNN's products are used where `onednn_works`, attention written out on the CPU (see the
-        module's docstring): the same kernels on any thread count."""
+        its own). oneDNN's products are used where `onednn_works`, attention written out on the CPU for work
+        that may run on several threads (see the module's docstring): the same kernels on any thread count."""
         if model.training or model.config.attn_implementation == "flash_attention_2":
             return None
         # One pass over the modules: hook points with hooks (HookPoint.is_active), any other module's hooks.
@@ -148,7 +150,11 @@ class DecodeStep:
         if len(devices) != 1 or next(iter(devices)).type == "meta" or len(dtypes) != 1:
             return None
         device = params[0].device
-        return cls(model, onednn_works(device, params[0].dtype), explicit_attention=device.type == "cpu")
+        # attention written out where the steps may run on several threads (sdpa's bits depend on the count);
+        # small work always runs on one thread, where sdpa's single kernel is faster (the demo: 25 against 31
+        # ms for 20 tokens here). A function of the model and the batch only, never of the thread setting.
+        several = device.type == "cpu" and not is_small_work(model.config.hidden_size, batch)
+        return cls(model, onednn_works(device, params[0].dtype), explicit_attention=several)
 
     def signature(self) -> tuple:
         """What a step's kernels depend on: the shapes, dtype and device of every weight, the products chosen and

@@ -112,11 +112,17 @@ def threads_for(hidden_size: int, n_tokens: int, same_bits_any_count: bool = Fal
     pinned = pinned_threads()
     if pinned is not None:
         return pinned
-    if 2.0 * n_tokens * hidden_size**2 < SMALL_OP_FLOPS:
+    if is_small_work(hidden_size, n_tokens):
         return 1
     setting = torch.get_num_threads()
     free = free_cores() if same_bits_any_count or hidden_size <= LOAD_AWARE_MAX_HIDDEN else None
     return setting if free is None else max(1, min(setting, free))
+
+
+def is_small_work(hidden_size: int, n_tokens: int) -> bool:
+    """Whether a forward's hidden x hidden product (2 x tokens x hidden^2 FLOPs) is below `SMALL_OP_FLOPS`, so
+    that the policy runs it on one thread."""
+    return 2.0 * n_tokens * hidden_size**2 < SMALL_OP_FLOPS
 
 
 class LoadMeter:
