@@ -22,8 +22,8 @@ thread computes whole outputs of a matrix-vector product, whole heads), so the s
 logits don't depend on the thread count: `same_bits_on_threads` checks this once per shape, batch and count by
 running a step both ways, and where it holds, `generate` lets the decode steps' count follow the machine's load
 (`workbench.threads`) for a model of any width. On a quiet 2-core machine two threads then halved a Pythia-160m
-batch-1 step's products' time; beside a busy process the count drops to one (oneDNN's products on two contended
-threads were 4-10x slower than on one free core).
+batch-1 step's products' time; beside a busy process the count drops to one (on two contended cores, oneDNN's
+one-row products had been 4-10x slower than MKL's, which is why a count fixed at two once kept them on MKL).
 
 `torch.compile` of the step was measured here and is not used: on the demo model the compiled step took
 0.5-0.7 ms against 1.3-1.5 ms eager, but compiling took 15 s (91 s with a cold inductor cache), far longer
