@@ -291,3 +291,22 @@ def test_cli_threads_flag(capsys, two_threads):
     with pytest.raises(SystemExit):
         main(["info", "demo", "--threads", "0"])
     assert "must be an int >= 1 or 'auto', got '0'" in capsys.readouterr().err
+
+
+def test_wide_load_following_decode_gives_transformers_tokens(two_threads, monkeypatch, tmp_path):
+    """The load-following step of a wide model (oneDNN products, attention written out, two threads or one)
+    decodes transformers' greedy tokens."""
+    import transformers
+
+    model = _wide_model()
+    model.save_pretrained(tmp_path)
+    hf = transformers.GPTNeoXForCausalLM.from_pretrained(tmp_path).eval()
+    ids = torch.randint(2, 100, (2, 6), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = hf.generate(ids, max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=0)
+    seen = _decode_step_threads(monkeypatch)
+    for free in (2, 1):
+        monkeypatch.setattr(threads, "free_cores", lambda free=free: free)
+        seen.clear()
+        assert torch.equal(model.generate(ids, max_new_tokens=12, eos_token_id=[]), expected)
+        assert seen[-1] == free
